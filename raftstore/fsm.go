@@ -1,0 +1,333 @@
+package raftstore
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+)
+
+// FSM keys, all under prefixFSM:
+//
+//	f a          last applied raft index (8 bytes BE)
+//	f r          "restore in progress" marker
+//	f l          layout (JSON)
+//	f b <id>     blob record (JSON, chunk shards omitted)
+//	f c <id>     chunk record (JSON)
+//	f g <id>     garbage: chunk no blob references (JSON chunkRecord), for reclamation
+var (
+	keyApplied   = []byte{prefixFSM, 'a'}
+	keyRestoring = []byte{prefixFSM, 'r'}
+	keyLayout    = []byte{prefixFSM, 'l'}
+)
+
+func blobKey(id blob.ID) []byte    { return append([]byte{prefixFSM, 'b'}, id[:]...) }
+func chunkKey(id blob.ID) []byte   { return append([]byte{prefixFSM, 'c'}, id[:]...) }
+func garbageKey(id blob.ID) []byte { return append([]byte{prefixFSM, 'g'}, id[:]...) }
+
+// fsm applies commands to badger. Each Apply writes its effects and the
+// applied index in one transaction, so replaying an already-applied entry
+// after a restart is a no-op.
+type fsm struct{ db *badger.DB }
+
+// applyResult is what Apply returns through raft's future.
+type applyResult struct {
+	Blob *Blob
+	Err  error
+}
+
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	var res applyResult
+	err := update(f.db, func(txn *badger.Txn) error {
+		applied, err := getUint64(txn, keyApplied)
+		if err != nil {
+			return err
+		}
+		if l.Index <= applied {
+			return nil
+		}
+		var c command
+		if err := json.Unmarshal(l.Data, &c); err != nil {
+			return fmt.Errorf("raftstore: undecodable command at %d: %w", l.Index, err)
+		}
+		res = apply(txn, c)
+		return txn.Set(keyApplied, binary.BigEndian.AppendUint64(nil, l.Index))
+	})
+	if err != nil {
+		// NB: a failed write leaves the FSM behind the log; panicking lets
+		// raft's supervisor restart and replay rather than diverge silently.
+		panic(fmt.Sprintf("raftstore: apply %d: %v", l.Index, err))
+	}
+	return res
+}
+
+// apply executes one command. Domain errors (e.g. deleting an unknown blob)
+// are returned in the result, not as transaction errors.
+func apply(txn *badger.Txn, c command) applyResult {
+	switch {
+	case c.PutBlob != nil:
+		b, err := applyPutBlob(txn, *c.PutBlob)
+		return applyResult{Blob: b, Err: err}
+	case c.DeleteBlob != nil:
+		return applyResult{Err: applyDeleteBlob(txn, *c.DeleteBlob)}
+	case c.SetMember != nil:
+		return applyResult{Err: applySetMember(txn, *c.SetMember)}
+	}
+	return applyResult{Err: errors.New("raftstore: empty command")}
+}
+
+func applyPutBlob(txn *badger.Txn, b Blob) (*Blob, error) {
+	var existing Blob
+	switch err := getJSON(txn, blobKey(b.ID), &existing); {
+	case err == nil:
+		return &existing, nil // same content: stored once
+	case !errors.Is(err, blob.ErrNotFound):
+		return nil, err
+	}
+	seen := map[blob.ID]bool{}
+	for _, c := range b.Chunks {
+		if seen[c.ID] {
+			continue // a blob references each distinct chunk once
+		}
+		seen[c.ID] = true
+		var cr chunkRecord
+		switch err := getJSON(txn, chunkKey(c.ID), &cr); {
+		case errors.Is(err, blob.ErrNotFound):
+			if len(c.Shards) != b.K+b.M {
+				return nil, fmt.Errorf("raftstore: chunk %s has %d shard locations, want %d", c.ID, len(c.Shards), b.K+b.M)
+			}
+			cr = chunkRecord{Len: c.Len, K: b.K, M: b.M, Shards: c.Shards}
+			_ = txn.Delete(garbageKey(c.ID))
+		case err != nil:
+			return nil, err
+		}
+		cr.Refs++
+		if err := setJSON(txn, chunkKey(c.ID), cr); err != nil {
+			return nil, err
+		}
+	}
+	rec := b
+	rec.Chunks = make([]Chunk, len(b.Chunks))
+	for i, c := range b.Chunks {
+		rec.Chunks[i] = Chunk{ID: c.ID, Len: c.Len}
+	}
+	return &b, setJSON(txn, blobKey(b.ID), rec)
+}
+
+func applyDeleteBlob(txn *badger.Txn, id blob.ID) error {
+	var b Blob
+	if err := getJSON(txn, blobKey(id), &b); err != nil {
+		return err
+	}
+	seen := map[blob.ID]bool{}
+	for _, c := range b.Chunks {
+		if seen[c.ID] {
+			continue
+		}
+		seen[c.ID] = true
+		var cr chunkRecord
+		if err := getJSON(txn, chunkKey(c.ID), &cr); err != nil {
+			return err
+		}
+		if cr.Refs--; cr.Refs > 0 {
+			if err := setJSON(txn, chunkKey(c.ID), cr); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := txn.Delete(chunkKey(c.ID)); err != nil {
+			return err
+		}
+		if err := setJSON(txn, garbageKey(c.ID), cr); err != nil {
+			return err
+		}
+	}
+	return txn.Delete(blobKey(id))
+}
+
+func applySetMember(txn *badger.Txn, m Member) error {
+	var l Layout
+	if err := getJSON(txn, keyLayout, &l); err != nil && !errors.Is(err, blob.ErrNotFound) {
+		return err
+	}
+	i := slices.IndexFunc(l.Nodes, func(n Member) bool { return n.ID == m.ID })
+	switch {
+	case i < 0:
+		l.Nodes = append(l.Nodes, m)
+		slices.SortFunc(l.Nodes, func(a, b Member) int { return compareStrings(string(a.ID), string(b.ID)) })
+	case l.Nodes[i] == m:
+		return nil
+	default:
+		l.Nodes[i] = m
+	}
+	l.Version++
+	return setJSON(txn, keyLayout, l)
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Snapshot captures a consistent badger read view; Persist streams it.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	return &fsmSnapshot{txn: f.db.NewTransaction(false)}, nil
+}
+
+type fsmSnapshot struct{ txn *badger.Txn }
+
+// Persist writes (len key, key, len value, value)* with uvarint lengths.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	w := bufio.NewWriterSize(sink, 256<<10)
+	err := func() error {
+		p := []byte{prefixFSM}
+		it := s.txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
+		defer it.Close()
+		var lb [binary.MaxVarintLen64]byte
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			item := it.Item()
+			k := item.Key()
+			if string(k) == string(keyRestoring) {
+				continue
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			for _, b := range [][]byte{k, v} {
+				w.Write(lb[:binary.PutUvarint(lb[:], uint64(len(b)))])
+				w.Write(b)
+			}
+		}
+		return w.Flush()
+	}()
+	if err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() { s.txn.Discard() }
+
+// Restore replaces the FSM with a snapshot. A marker key makes a crash
+// mid-restore visible at the next open (see Open).
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := f.db.Update(func(txn *badger.Txn) error { return txn.Set(keyRestoring, nil) }); err != nil {
+		return err
+	}
+	if err := dropFSM(f.db); err != nil {
+		return err
+	}
+	r := bufio.NewReaderSize(rc, 256<<10)
+	wb := f.db.NewWriteBatch()
+	defer wb.Cancel()
+	for {
+		k, err := readChunk(r)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		v, err := readChunk(r)
+		if err != nil {
+			return fmt.Errorf("raftstore: truncated snapshot: %w", err)
+		}
+		if err := wb.Set(k, v); err != nil {
+			return err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	return f.db.Update(func(txn *badger.Txn) error { return txn.Delete(keyRestoring) })
+}
+
+// dropFSM deletes every FSM key except the restore marker.
+func dropFSM(db *badger.DB) error {
+	for _, p := range []byte{'a', 'l', 'b', 'c', 'g'} {
+		if err := db.DropPrefix([]byte{prefixFSM, p}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readChunk(r *bufio.Reader) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, err
+	}
+	if n > 64<<20 {
+		return nil, fmt.Errorf("raftstore: snapshot entry of %d bytes", n)
+	}
+	b := make([]byte, n)
+	_, err = io.ReadFull(r, b)
+	return b, err
+}
+
+// update runs fn in a read-write transaction, retrying on conflicts.
+func update(db *badger.DB, fn func(*badger.Txn) error) error {
+	for {
+		err := db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+	}
+}
+
+func getUint64(txn *badger.Txn, k []byte) (uint64, error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	err = item.Value(func(b []byte) error {
+		if len(b) != 8 {
+			return errors.New("raftstore: bad applied index")
+		}
+		v = binary.BigEndian.Uint64(b)
+		return nil
+	})
+	return v, err
+}
+
+// getJSON reads k into v; a missing key yields blob.ErrNotFound.
+func getJSON(txn *badger.Txn, k []byte, v any) error {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return blob.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+func setJSON(txn *badger.Txn, k []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return txn.Set(k, b)
+}

@@ -1,0 +1,409 @@
+// Package raftstore replicates Atoll's metadata — blob records, chunk
+// reference counts and the cluster layout — with hashicorp/raft, and keeps
+// it on badger. It is the only package that imports raft; callers see a
+// domain API (Apply-style methods, lookups, voter management).
+//
+// One badger DB per node holds three key spaces: the raft log ('l'), raft's
+// stable store ('s') and the state machine ('f'). The DB is opened with
+// SyncWrites, so a log entry, a vote or an applied command is on disk before
+// the call that wrote it returns.
+//
+// Reads (Blob, Layout, ...) are served from the local state machine and may
+// lag the leader; callers that need the latest state ask the leader.
+package raftstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// ErrNotLeader is returned by writes on a node that is not the leader.
+var ErrNotLeader = errors.New("not the raft leader")
+
+// Options configure a Store.
+type Options struct {
+	Dir    string      // data directory (created if missing)
+	NodeID blob.NodeID // stable node identity
+	Bind   string      // host:port for the raft transport
+	// Fast selects short timeouts for single-machine clusters (tests, dev).
+	// Otherwise the WAN timings of shared/DEPS.md §1.4 are used.
+	Fast      bool
+	Logger    *slog.Logger
+	LogOutput io.Writer // raft's own log; nil discards
+}
+
+// Store is a node's replica of the metadata.
+type Store struct {
+	db    *badger.DB
+	raft  *raft.Raft
+	trans *raft.NetworkTransport
+	fsm   *fsm
+	log   *slog.Logger
+}
+
+// Open opens (or creates) the store in opts.Dir and starts raft. A fresh
+// store is not part of any cluster until Bootstrap or until a leader adds it.
+func Open(opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.LogOutput == nil {
+		opts.LogOutput = io.Discard
+	}
+	dir := filepath.Join(opts.Dir, "raft")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	db, err := badger.Open(badgerOptions(filepath.Join(dir, "db")))
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: open badger: %w", err)
+	}
+	s := &Store{db: db, fsm: &fsm{db: db}, log: opts.Logger}
+	if err := s.start(opts, dir); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) start(opts Options, dir string) error {
+	ls, err := newLogStore(s.db)
+	if err != nil {
+		return err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hclogger(opts.LogOutput, "snapshot"))
+	if err != nil {
+		return err
+	}
+	tcpAddr, err := net.ResolveTCPAddr("tcp", opts.Bind)
+	if err != nil {
+		return err
+	}
+	var addr net.Addr = tcpAddr
+	if tcpAddr.Port == 0 && !tcpAddr.IP.IsUnspecified() {
+		addr = nil // advertise the port the kernel picks (NB: an untyped nil)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(opts.Bind, addr, 8, 5*time.Second, hclogger(opts.LogOutput, "transport"))
+	if err != nil {
+		return fmt.Errorf("raftstore: listen %s: %w", opts.Bind, err)
+	}
+	s.trans = trans
+
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(opts.NodeID)
+	c.Logger = hclogger(opts.LogOutput, "raft")
+	c.SnapshotThreshold = 4096
+	c.TrailingLogs = 8192
+	if opts.Fast {
+		c.HeartbeatTimeout = 500 * time.Millisecond
+		c.ElectionTimeout = 500 * time.Millisecond
+		c.LeaderLeaseTimeout = 250 * time.Millisecond
+	} else {
+		c.HeartbeatTimeout = 2 * time.Second
+		c.ElectionTimeout = 2 * time.Second
+		c.LeaderLeaseTimeout = time.Second
+	}
+	// The FSM is persistent and skips entries it already applied, so a
+	// restart need not reload the snapshot — unless a Restore was cut short.
+	restoring := false
+	s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(keyRestoring)
+		restoring = err == nil
+		return nil
+	})
+	c.NoSnapshotRestoreOnStart = !restoring
+	r, err := raft.NewRaft(c, s.fsm, ls, ls, snaps, trans)
+	if err != nil {
+		trans.Close()
+		return fmt.Errorf("raftstore: start raft: %w", err)
+	}
+	s.raft = r
+	return nil
+}
+
+func badgerOptions(dir string) badger.Options {
+	// Tuned so nine nodes fit in one test process (shared/DEPS.md §4.4).
+	return badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithLogger(nil).
+		WithMemTableSize(8 << 20).WithNumMemtables(2).
+		WithNumLevelZeroTables(2).WithNumLevelZeroTablesStall(4).
+		WithBaseTableSize(2 << 20).WithBaseLevelSize(8 << 20).
+		WithBlockCacheSize(8 << 20).WithIndexCacheSize(4 << 20).
+		WithCompression(options.None).
+		WithValueLogFileSize(64 << 20).WithValueThreshold(64 << 10).
+		WithNumCompactors(2).WithNumGoroutines(2).WithMetricsEnabled(false)
+}
+
+func hclogger(w io.Writer, name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Output: w, Level: hclog.Warn})
+}
+
+// Addr is the raft transport's address.
+func (s *Store) Addr() string { return string(s.trans.LocalAddr()) }
+
+// Bootstrap makes this node the sole voter of a new cluster. It is a no-op
+// for a store that already has raft state.
+func (s *Store) Bootstrap(id blob.NodeID) error {
+	err := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{
+		{ID: raft.ServerID(id), Address: s.trans.LocalAddr(), Suffrage: raft.Voter},
+	}}).Error()
+	if errors.Is(err, raft.ErrCantBootstrap) {
+		return nil
+	}
+	return err
+}
+
+// HasState reports whether this node has ever been part of a cluster.
+func (s *Store) HasState() bool {
+	f := s.raft.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 0
+}
+
+// Leader returns the current leader's ID, or "" if unknown.
+func (s *Store) Leader() blob.NodeID {
+	_, id := s.raft.LeaderWithID()
+	return blob.NodeID(id)
+}
+
+// IsLeader reports whether this node is the leader.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Close stops raft and closes the DB. It does not leave the cluster: a
+// closed node is, to its peers, a dead one that may come back.
+func (s *Store) Close() error {
+	err := s.raft.Shutdown().Error()
+	s.trans.Close()
+	return errors.Join(err, s.db.Close())
+}
+
+// apply replicates c through raft; only the leader may call it.
+func (s *Store) apply(ctx context.Context, c command) (applyResult, error) {
+	if !s.IsLeader() {
+		return applyResult{}, ErrNotLeader
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return applyResult{}, err
+	}
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	f := s.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return applyResult{}, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return applyResult{}, err
+	}
+	res, _ := f.Response().(applyResult)
+	return res, nil
+}
+
+// ApplyJSON applies an encoded command received from another node (the
+// leader forwards writes it receives this way). It returns the encoded
+// result.
+func (s *Store) ApplyJSON(ctx context.Context, data []byte) (*Blob, error) {
+	var c command
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("raftstore: bad command: %w", err)
+	}
+	res, err := s.apply(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return res.Blob, res.Err
+}
+
+// PutBlobCommand encodes the command that commits b.
+func PutBlobCommand(b Blob) ([]byte, error) { return json.Marshal(command{PutBlob: &b}) }
+
+// DeleteBlobCommand encodes the command that deletes blob id.
+func DeleteBlobCommand(id blob.ID) ([]byte, error) { return json.Marshal(command{DeleteBlob: &id}) }
+
+// SetMemberCommand encodes the command that adds or updates m in the layout.
+func SetMemberCommand(m Member) ([]byte, error) { return json.Marshal(command{SetMember: &m}) }
+
+// Blob returns the committed record of id with chunk locations filled in,
+// from the local replica. An unknown ID yields blob.ErrNotFound.
+func (s *Store) Blob(id blob.ID) (*Blob, error) {
+	var b Blob
+	err := s.db.View(func(txn *badger.Txn) error {
+		if err := getJSON(txn, blobKey(id), &b); err != nil {
+			return err
+		}
+		for i, c := range b.Chunks {
+			var cr chunkRecord
+			if err := getJSON(txn, chunkKey(c.ID), &cr); err != nil {
+				return fmt.Errorf("raftstore: blob %s chunk %s: %w", id, c.ID, err)
+			}
+			b.Chunks[i].Shards = cr.Shards
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// HasChunk reports whether chunk id is committed and referenced.
+func (s *Store) HasChunk(id blob.ID) bool {
+	return s.db.View(func(txn *badger.Txn) error {
+		var cr chunkRecord
+		return getJSON(txn, chunkKey(id), &cr)
+	}) == nil
+}
+
+// Stats counts the committed blobs and their logical bytes.
+func (s *Store) Stats() (blobs int, bytes int64, err error) {
+	err = s.db.View(func(txn *badger.Txn) error {
+		p := []byte{prefixFSM, 'b'}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
+		defer it.Close()
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			var b Blob
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &b) }); err != nil {
+				return err
+			}
+			blobs++
+			bytes += b.Size
+		}
+		return nil
+	})
+	return
+}
+
+// Layout returns the local replica's cluster layout.
+func (s *Store) Layout() (Layout, error) {
+	var l Layout
+	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, keyLayout, &l) })
+	if errors.Is(err, blob.ErrNotFound) {
+		err = nil
+	}
+	return l, err
+}
+
+// Server is a member of the raft configuration.
+type Server struct {
+	ID    blob.NodeID `json:"id"`
+	Addr  string      `json:"addr"`
+	Voter bool        `json:"voter"`
+}
+
+// Servers returns the current raft configuration.
+func (s *Store) Servers() ([]Server, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Server
+	for _, sv := range f.Configuration().Servers {
+		out = append(out, Server{ID: blob.NodeID(sv.ID), Addr: string(sv.Address), Voter: sv.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// MaxVoters bounds the voter set; more voters only slow commits down.
+const MaxVoters = 5
+
+// DesiredVoters picks up to MaxVoters voters from the layout, round-robin
+// over regions (sorted), so that no region gets a second voter while another
+// has none. Inside a region current voters come first (no needless churn),
+// then lower node IDs. With three or more regions, losing any one region
+// leaves a majority.
+func DesiredVoters(l Layout, current map[blob.NodeID]bool) map[blob.NodeID]bool {
+	byRegion := map[blob.Region][]blob.NodeID{}
+	var regions []blob.Region
+	for _, m := range l.Nodes {
+		if _, ok := byRegion[m.Region]; !ok {
+			regions = append(regions, m.Region)
+		}
+		byRegion[m.Region] = append(byRegion[m.Region], m.ID)
+	}
+	slices.Sort(regions)
+	for _, r := range regions {
+		slices.SortFunc(byRegion[r], func(a, b blob.NodeID) int {
+			if current[a] != current[b] {
+				if current[a] {
+					return -1
+				}
+				return 1
+			}
+			return compareStrings(string(a), string(b))
+		})
+	}
+	voters := map[blob.NodeID]bool{}
+	for round := 0; len(voters) < MaxVoters; round++ {
+		added := false
+		for _, r := range regions {
+			if round < len(byRegion[r]) && len(voters) < MaxVoters {
+				voters[byRegion[r][round]] = true
+				added = true
+			}
+		}
+		if !added {
+			break
+		}
+	}
+	return voters
+}
+
+// Reconcile makes the raft configuration match the layout: every layout
+// node is a member, voters are DesiredVoters, the rest are non-voters.
+// Only the leader may call it. Nodes missing from the layout are left
+// alone (removal is an explicit, separate decision).
+func (s *Store) Reconcile(l Layout) error {
+	if !s.IsLeader() {
+		return ErrNotLeader
+	}
+	cur, err := s.Servers()
+	if err != nil {
+		return err
+	}
+	have := map[blob.NodeID]Server{}
+	voters := map[blob.NodeID]bool{}
+	for _, sv := range cur {
+		have[sv.ID] = sv
+		voters[sv.ID] = sv.Voter
+	}
+	want := DesiredVoters(l, voters)
+	const timeout = 5 * time.Second
+	var errs []error
+	// Add voters before demoting others so the voter count never dips.
+	for _, m := range l.Nodes {
+		sv, ok := have[m.ID]
+		id, addr := raft.ServerID(m.ID), raft.ServerAddress(m.Raft)
+		switch {
+		case want[m.ID] && (!ok || !sv.Voter || sv.Addr != m.Raft):
+			s.log.Info("raft: adding voter", "node", m.ID)
+			errs = append(errs, s.raft.AddVoter(id, addr, 0, timeout).Error())
+		case !want[m.ID] && (!ok || sv.Addr != m.Raft):
+			s.log.Info("raft: adding non-voter", "node", m.ID)
+			errs = append(errs, s.raft.AddNonvoter(id, addr, 0, timeout).Error())
+		}
+	}
+	for _, m := range l.Nodes {
+		if sv, ok := have[m.ID]; ok && sv.Voter && !want[m.ID] {
+			s.log.Info("raft: demoting voter", "node", m.ID)
+			errs = append(errs, s.raft.DemoteVoter(raft.ServerID(m.ID), 0, timeout).Error())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,217 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/placement"
+)
+
+type testNode struct {
+	id   blob.NodeID
+	dir  string
+	addr string
+	s    *Store
+}
+
+func startNode(t *testing.T, n *testNode) {
+	t.Helper()
+	s, err := Open(Options{Dir: n.dir, NodeID: n.id, Bind: n.addr, Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.s = s
+	n.addr = s.Addr()
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func leaderOf(nodes []*testNode) *testNode {
+	for _, n := range nodes {
+		if n.s != nil && n.s.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+func mustApply(t *testing.T, nodes []*testNode, cmd []byte) *Blob {
+	t.Helper()
+	var res *Blob
+	waitFor(t, "apply", func() bool {
+		l := leaderOf(nodes)
+		if l == nil {
+			return false
+		}
+		var err error
+		res, err = l.s.ApplyJSON(context.Background(), cmd)
+		if errors.Is(err, ErrNotLeader) {
+			return false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true
+	})
+	return res
+}
+
+func testBlob(i int, chunks ...blob.ID) Blob {
+	b := Blob{ID: blob.Sum([]byte(fmt.Sprint("blob", i))), Size: int64(len(chunks)) * 10, K: 2, M: 1}
+	for _, c := range chunks {
+		b.Chunks = append(b.Chunks, Chunk{ID: c, Len: 10, Shards: []blob.NodeID{"a", "b", "c"}})
+	}
+	return b
+}
+
+func TestClusterReplicatesAndSurvivesLeaderLoss(t *testing.T) {
+	var nodes []*testNode
+	for i := range 3 {
+		n := &testNode{id: blob.NodeID(fmt.Sprint("n", i)), dir: t.TempDir(), addr: fmt.Sprintf("127.0.0.%d:0", i+1)}
+		startNode(t, n)
+		nodes = append(nodes, n)
+	}
+	defer func() {
+		for _, n := range nodes {
+			if n.s != nil {
+				n.s.Close()
+			}
+		}
+	}()
+	if err := nodes[0].s.Bootstrap(nodes[0].id); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes {
+		m := Member{Node: placement.Node{ID: n.id, Region: blob.Region(fmt.Sprint("r", i))}, Raft: n.addr}
+		cmd, _ := SetMemberCommand(m)
+		mustApply(t, nodes, cmd)
+	}
+	waitFor(t, "three voters", func() bool {
+		l := leaderOf(nodes)
+		if l == nil {
+			return false
+		}
+		lay, _ := l.s.Layout()
+		l.s.Reconcile(lay)
+		sv, _ := l.s.Servers()
+		voters := 0
+		for _, s := range sv {
+			if s.Voter {
+				voters++
+			}
+		}
+		return voters == 3
+	})
+	// Many entries so that a snapshot + compaction happens later.
+	shared := blob.Sum([]byte("shared chunk"))
+	for i := range 50 {
+		cmd, _ := PutBlobCommand(testBlob(i, shared, blob.Sum([]byte(fmt.Sprint("own", i)))))
+		mustApply(t, nodes, cmd)
+	}
+	b0 := testBlob(0).ID
+	for _, n := range nodes {
+		waitFor(t, "replication to "+string(n.id), func() bool {
+			b, err := n.s.Blob(b0)
+			return err == nil && len(b.Chunks) == 2 && len(b.Chunks[0].Shards) == 3
+		})
+	}
+	// Kill the leader: a new one is elected among the other two, and writes go on.
+	old := leaderOf(nodes)
+	old.s.Close()
+	old.s = nil
+	start := time.Now()
+	cmd, _ := PutBlobCommand(testBlob(100, blob.Sum([]byte("after"))))
+	mustApply(t, nodes, cmd)
+	t.Logf("write after leader loss committed in %v", time.Since(start))
+	// The old leader comes back and catches up.
+	startNode(t, old)
+	waitFor(t, "catch-up", func() bool {
+		_, err := old.s.Blob(testBlob(100).ID)
+		return err == nil
+	})
+	blobs, _, _ := old.s.Stats()
+	if blobs != 51 {
+		t.Fatalf("restarted node has %d blobs, want 51", blobs)
+	}
+}
+
+func TestRefcountsAndDedup(t *testing.T) {
+	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
+	startNode(t, n)
+	defer func() { n.s.Close() }()
+	n.s.Bootstrap(n.id)
+	nodes := []*testNode{n}
+	shared, onlyA := blob.Sum([]byte("s")), blob.Sum([]byte("a"))
+	a := testBlob(1, shared, onlyA, shared)
+	b := testBlob(2, shared)
+	for _, x := range []Blob{a, a, b} { // a twice: stored once
+		cmd, _ := PutBlobCommand(x)
+		mustApply(t, nodes, cmd)
+	}
+	del, _ := DeleteBlobCommand(a.ID)
+	mustApply(t, nodes, del)
+	if _, err := n.s.Blob(a.ID); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("deleted blob: %v", err)
+	}
+	if !n.s.HasChunk(shared) || n.s.HasChunk(onlyA) {
+		t.Fatalf("after deleting a: shared=%v onlyA=%v, want true false", n.s.HasChunk(shared), n.s.HasChunk(onlyA))
+	}
+	if got, err := n.s.Blob(b.ID); err != nil || len(got.Chunks[0].Shards) != 3 {
+		t.Fatalf("b after deleting a: %+v %v", got, err)
+	}
+	if _, err := n.s.ApplyJSON(context.Background(), del); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("second delete = %v, want not found", err)
+	}
+	// Restart: the FSM is persistent and replays nothing twice.
+	n.s.Close()
+	startNode(t, n)
+	waitFor(t, "leader after restart", func() bool { return n.s.IsLeader() })
+	if blobs, size, _ := n.s.Stats(); blobs != 1 || size != 10 {
+		t.Fatalf("after restart: %d blobs, %d bytes", blobs, size)
+	}
+	if !n.s.HasChunk(shared) || n.s.HasChunk(onlyA) {
+		t.Fatal("refcounts changed across restart")
+	}
+}
+
+func TestDesiredVotersSpreadRegions(t *testing.T) {
+	var l Layout
+	for r := range 3 {
+		for i := range 3 {
+			l.Nodes = append(l.Nodes, Member{Node: placement.Node{ID: blob.NodeID(fmt.Sprintf("r%d-n%d", r, i)), Region: blob.Region(fmt.Sprint("r", r))}})
+		}
+	}
+	v := DesiredVoters(l, nil)
+	per := map[blob.Region]int{}
+	for id := range v {
+		m, _ := l.Member(id)
+		per[m.Region]++
+	}
+	if len(v) != 5 || per["r0"] != 2 || per["r1"] != 2 || per["r2"] != 1 {
+		t.Fatalf("voters %v per region %v", v, per)
+	}
+	// Losing any region keeps a majority of 5.
+	for r, c := range per {
+		if len(v)-c <= len(v)/2 {
+			t.Fatalf("losing %s leaves %d of %d voters", r, len(v)-c, len(v))
+		}
+	}
+	// Current voters are kept in preference to lower IDs.
+	cur := map[blob.NodeID]bool{"r2-n2": true}
+	if !DesiredVoters(l, cur)["r2-n2"] {
+		t.Fatal("current voter r2-n2 was dropped")
+	}
+}
