@@ -71,7 +71,7 @@ type chunkRecord struct {
 
 // command is one raft log entry. Exactly one field is set.
 type command struct {
-	PutBlob    *Blob   `json:"put_blob,omitempty"`
+	PutBlob    *Blob    `json:"put_blob,omitempty"`
 	DeleteBlob *blob.ID `json:"delete_blob,omitempty"`
-	SetMember  *Member `json:"set_member,omitempty"`
+	SetMember  *Member  `json:"set_member,omitempty"`
 }

@@ -263,12 +263,12 @@ func (s *Store) Blob(id blob.ID) (*Blob, error) {
 	return &b, nil
 }
 
-// HasChunk reports whether chunk id is committed and referenced.
-func (s *Store) HasChunk(id blob.ID) bool {
-	return s.db.View(func(txn *badger.Txn) error {
-		var cr chunkRecord
-		return getJSON(txn, chunkKey(id), &cr)
-	}) == nil
+// Chunk returns the committed, referenced chunk id with its shard
+// locations from the local replica, or blob.ErrNotFound.
+func (s *Store) Chunk(id blob.ID) (Chunk, error) {
+	var cr chunkRecord
+	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, chunkKey(id), &cr) })
+	return Chunk{ID: id, Len: cr.Len, Shards: cr.Shards}, err
 }
 
 // Stats counts the committed blobs and their logical bytes.
