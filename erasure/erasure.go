@@ -182,16 +182,25 @@ func alignedBytes(n int) []byte {
 	return b[off : off+n : off+n]
 }
 
-// Fill reads the next chunk (up to the stripe's capacity) from r. It returns
-// the number of bytes read; 0 with io.EOF means r was already exhausted. A
-// short final chunk is not an error.
+// Fill reads the next chunk (up to max bytes, capped by the stripe's
+// capacity) from r. It returns the number of bytes read; 0 with io.EOF means
+// r was already exhausted. A short chunk ended by a clean io.EOF is not an
+// error, but any other error — including io.ErrUnexpectedEOF from r, which
+// is how a truncated HTTP body reports — is returned, never mistaken for
+// the end of the data.
 func (s *Stripe) Fill(r io.Reader, max int) (int, error) {
 	if max > len(s.data) {
 		max = len(s.data)
 	}
-	n, err := io.ReadFull(r, s.data[:max])
+	n := 0
+	var err error
+	for n < max && err == nil {
+		var nn int
+		nn, err = r.Read(s.data[n:max])
+		n += nn
+	}
 	s.n = n
-	if err == io.ErrUnexpectedEOF || (err == io.EOF && n > 0) {
+	if err == io.EOF && n > 0 {
 		err = nil
 	}
 	return n, err

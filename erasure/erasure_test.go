@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 
@@ -169,3 +170,28 @@ type discard struct{}
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 func name(k, m, chunk int) string { return fmt.Sprintf("%d+%d/%dMiB", k, m, chunk>>20) }
+
+type truncated struct{ left int }
+
+func (t *truncated) Read(p []byte) (int, error) {
+	if t.left == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n := min(len(p), t.left)
+	t.left -= n
+	return n, nil
+}
+
+func TestFillReportsTruncation(t *testing.T) {
+	c, _ := New(2, 1)
+	st := c.NewStripe(1000)
+	if n, err := st.Fill(&truncated{left: 10}, 1000); err != io.ErrUnexpectedEOF || n != 10 {
+		t.Fatalf("truncated source: n=%d err=%v, want 10, io.ErrUnexpectedEOF", n, err)
+	}
+	if n, err := st.Fill(bytes.NewReader(make([]byte, 10)), 1000); err != nil || n != 10 {
+		t.Fatalf("short final chunk: n=%d err=%v", n, err)
+	}
+	if n, err := st.Fill(bytes.NewReader(nil), 1000); err != io.EOF || n != 0 {
+		t.Fatalf("empty source: n=%d err=%v", n, err)
+	}
+}

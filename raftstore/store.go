@@ -45,6 +45,9 @@ type Options struct {
 	Fast      bool
 	Logger    *slog.Logger
 	LogOutput io.Writer // raft's own log; nil discards
+	// Stream, if set, carries raft's traffic instead of a plain TCP
+	// listener on Bind (testcluster uses it to cut links).
+	Stream raft.StreamLayer
 }
 
 // Store is a node's replica of the metadata.
@@ -98,8 +101,12 @@ func (s *Store) start(opts Options, dir string) error {
 	if tcpAddr.Port == 0 && !tcpAddr.IP.IsUnspecified() {
 		addr = nil // advertise the port the kernel picks (NB: an untyped nil)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(opts.Bind, addr, 8, 5*time.Second, hclogger(opts.LogOutput, "transport"))
-	if err != nil {
+	var trans *raft.NetworkTransport
+	if opts.Stream != nil {
+		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: opts.Stream, MaxPool: 8, Timeout: 5 * time.Second, Logger: hclogger(opts.LogOutput, "transport"),
+		})
+	} else if trans, err = raft.NewTCPTransportWithLogger(opts.Bind, addr, 8, 5*time.Second, hclogger(opts.LogOutput, "transport")); err != nil {
 		return fmt.Errorf("raftstore: listen %s: %w", opts.Bind, err)
 	}
 	s.trans = trans

@@ -1,0 +1,78 @@
+// Package api holds the JSON types of Atoll's HTTP API, shared by the
+// node that serves them and the client that reads them.
+package api
+
+import "github.com/atollstore/atoll/blob"
+
+// Liveness states reported for a node.
+const (
+	StateAlive   = "alive"
+	StateSuspect = "suspect"
+	StateDead    = "dead"
+)
+
+// PutResult is the answer to a put.
+type PutResult struct {
+	ID   blob.ID `json:"id"`
+	Size int64   `json:"size"`
+}
+
+// Stat describes a blob and the health of each of its shards.
+type Stat struct {
+	ID     blob.ID     `json:"id"`
+	Size   int64       `json:"size"`
+	K      int         `json:"k"`
+	M      int         `json:"m"`
+	Chunks []ChunkStat `json:"chunks"`
+}
+
+// ChunkStat describes one chunk.
+type ChunkStat struct {
+	ID     blob.ID     `json:"id"`
+	Len    int64       `json:"len"`
+	Shards []ShardStat `json:"shards"`
+}
+
+// ShardStat describes one shard: where it is and whether it could be read
+// back and verified just now.
+type ShardStat struct {
+	Index   int         `json:"index"`
+	Node    blob.NodeID `json:"node"`
+	Region  blob.Region `json:"region"`
+	Healthy bool        `json:"healthy"`
+	Error   string      `json:"error,omitempty"`
+}
+
+// Info is a node's report about itself.
+type Info struct {
+	ID        blob.NodeID `json:"id"`
+	UsedBytes int64       `json:"used_bytes"`
+}
+
+// ClusterInfo is what `atoll cluster` shows.
+type ClusterInfo struct {
+	Leader              blob.NodeID   `json:"leader"`
+	Nodes               []NodeInfo    `json:"nodes"`
+	Regions             []blob.Region `json:"regions"`
+	K                   int           `json:"k"`
+	M                   int           `json:"m"`
+	ChunkSize           int           `json:"chunk_size"`
+	LayoutVersion       uint64        `json:"layout_version"`
+	Blobs               int           `json:"blobs"`
+	StoredBytes         int64         `json:"stored_bytes"`
+	UsedBytes           int64         `json:"used_bytes"`
+	ToleratesRegionLoss bool          `json:"tolerates_region_loss"`
+	Warnings            []string      `json:"warnings,omitempty"`
+}
+
+// NodeInfo is one node as the cluster sees it.
+type NodeInfo struct {
+	ID        blob.NodeID `json:"id"`
+	Region    blob.Region `json:"region"`
+	Zone      blob.Zone   `json:"zone"`
+	Addr      string      `json:"addr"`
+	State     string      `json:"state"`
+	Voter     bool        `json:"voter"`
+	InLayout  bool        `json:"in_layout"`
+	UsedBytes int64       `json:"used_bytes"`
+}

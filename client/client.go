@@ -1,0 +1,210 @@
+// Package client is the Go client library for Atoll's HTTP API.
+//
+//	c := client.New("http://127.0.0.1:8700", "http://10.0.0.2:8700")
+//	id, err := c.Put(ctx, file)
+//	rc, err := c.Get(ctx, id)
+//
+// Any node serves any request. A request that cannot reach a node, or that
+// the node answers "unavailable", is retried on the next address in the
+// list; a Put is retried only if its body can be rewound (an io.Seeker,
+// such as an *os.File). Errors satisfy errors.Is against the blob package's
+// sentinels, e.g. blob.ErrNotFound.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
+)
+
+// Client talks to an Atoll cluster. It is safe for concurrent use.
+type Client struct {
+	addrs []string
+	hc    *http.Client
+	next  atomic.Uint32 // preferred address: the last one that answered
+}
+
+// New returns a client for the nodes at addrs (base URLs; a bare host:port
+// gets "http://").
+func New(addrs ...string) *Client {
+	c := &Client{hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+	for _, a := range addrs {
+		if !strings.Contains(a, "://") {
+			a = "http://" + a
+		}
+		c.addrs = append(c.addrs, strings.TrimRight(a, "/"))
+	}
+	return c
+}
+
+// ErrNoNodes means no node of the list could be reached.
+var ErrNoNodes = errors.New("no Atoll node reachable")
+
+// do sends a request built by mk to each address in turn, starting with
+// the preferred one, until a node answers with something other than
+// "unavailable". rewind, if not nil, is called before every retry.
+func (c *Client) do(ctx context.Context, mk func(base string) (*http.Request, error), rewind func() error) (*http.Response, error) {
+	if len(c.addrs) == 0 {
+		return nil, ErrNoNodes
+	}
+	start := int(c.next.Load())
+	var errs []error
+	for i := range c.addrs {
+		if i > 0 && rewind != nil {
+			if err := rewind(); err != nil {
+				break
+			}
+		}
+		idx := (start + i) % len(c.addrs)
+		req, err := mk(c.addrs[idx])
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.hc.Do(req.WithContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", c.addrs[idx], err))
+			continue
+		}
+		if resp.StatusCode == http.StatusServiceUnavailable && i < len(c.addrs)-1 {
+			errs = append(errs, fmt.Errorf("%s: %w", c.addrs[idx], readError(resp)))
+			continue
+		}
+		c.next.Store(uint32(idx))
+		return resp, nil
+	}
+	return nil, fmt.Errorf("%w: %w", ErrNoNodes, errors.Join(errs...))
+}
+
+func readError(resp *http.Response) error {
+	defer resp.Body.Close()
+	e := &blob.Error{Status: resp.StatusCode}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(e); err != nil || e.Message == "" {
+		e.Message = "HTTP " + resp.Status
+	}
+	return e
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, v any) error {
+	resp, err := c.do(ctx, func(base string) (*http.Request, error) {
+		return http.NewRequest(http.MethodGet, base+path, nil)
+	}, nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return readError(resp)
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Put uploads r and returns the blob's ID once the cluster has made it
+// durable. If r has a size (an *os.File, a *bytes.Reader, ...) it is sent
+// as Content-Length, so oversized uploads are refused before any byte.
+func (c *Client) Put(ctx context.Context, r io.Reader) (blob.ID, error) {
+	var rewind func() error
+	size := int64(-1)
+	if s, ok := r.(io.Seeker); ok {
+		start, err := s.Seek(0, io.SeekCurrent)
+		if err == nil {
+			if end, err := s.Seek(0, io.SeekEnd); err == nil {
+				size = end - start
+			}
+			_, err = s.Seek(start, io.SeekStart)
+			rewind = func() error { _, err := s.Seek(start, io.SeekStart); return err }
+		}
+		if err != nil {
+			return blob.ID{}, err
+		}
+	}
+	resp, err := c.do(ctx, func(base string) (*http.Request, error) {
+		req, err := http.NewRequest(http.MethodPost, base+"/v1/blobs", io.NopCloser(r))
+		if err == nil && size >= 0 {
+			req.ContentLength = size
+		}
+		return req, err
+	}, rewind)
+	if err != nil {
+		return blob.ID{}, err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return blob.ID{}, readError(resp)
+	}
+	defer resp.Body.Close()
+	var res api.PutResult
+	return res.ID, json.NewDecoder(resp.Body).Decode(&res)
+}
+
+// Get returns the blob's bytes. The caller closes the reader. A read error
+// means the stream was cut: the bytes before it are correct.
+func (c *Client) Get(ctx context.Context, id blob.ID) (io.ReadCloser, error) {
+	return c.get(ctx, id, "")
+}
+
+// GetRange returns length bytes of the blob starting at off; length < 0
+// means to the end.
+func (c *Client) GetRange(ctx context.Context, id blob.ID, off, length int64) (io.ReadCloser, error) {
+	rg := fmt.Sprintf("bytes=%d-", off)
+	if length == 0 {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	if length > 0 {
+		rg += fmt.Sprint(off + length - 1)
+	}
+	return c.get(ctx, id, rg)
+}
+
+func (c *Client) get(ctx context.Context, id blob.ID, rg string) (io.ReadCloser, error) {
+	resp, err := c.do(ctx, func(base string) (*http.Request, error) {
+		req, err := http.NewRequest(http.MethodGet, base+"/v1/blobs/"+id.String(), nil)
+		if err == nil && rg != "" {
+			req.Header.Set("Range", rg)
+		}
+		return req, err
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+		return nil, readError(resp)
+	}
+	return resp.Body, nil
+}
+
+// Stat describes a blob and checks each of its shards.
+func (c *Client) Stat(ctx context.Context, id blob.ID) (*api.Stat, error) {
+	var st api.Stat
+	return &st, c.getJSON(ctx, "/v1/blobs/"+id.String()+"/stat", &st)
+}
+
+// Delete removes a blob.
+func (c *Client) Delete(ctx context.Context, id blob.ID) error {
+	resp, err := c.do(ctx, func(base string) (*http.Request, error) {
+		return http.NewRequest(http.MethodDelete, base+"/v1/blobs/"+id.String(), nil)
+	}, nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusNoContent {
+		return readError(resp)
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// Cluster describes the cluster.
+func (c *Client) Cluster(ctx context.Context) (*api.ClusterInfo, error) {
+	var ci api.ClusterInfo
+	return &ci, c.getJSON(ctx, "/v1/cluster", &ci)
+}

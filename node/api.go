@@ -1,0 +1,324 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/raftstore"
+)
+
+// HTTP API (all JSON unless noted; errors are {"error": ..., "code": ...}):
+//
+//	POST|PUT /v1/blobs          body = blob bytes  -> 201 {"id", "size"}
+//	GET|HEAD /v1/blobs/{id}     blob bytes; single Range, ETag, If-None-Match
+//	GET      /v1/blobs/{id}/stat
+//	DELETE   /v1/blobs/{id}     -> 204
+//	GET      /v1/cluster
+//
+// Internal, node to node:
+//
+//	PUT|GET|HEAD /internal/shards/{chunk}/{index}  raw shard file
+//	POST /internal/apply        raft command, leader only (421 otherwise)
+//	GET  /internal/blobs/{id}   blob record from the leader's replica
+//	GET  /internal/info         this node's disk usage
+func (n *Node) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/blobs", n.handlePut)
+	mux.HandleFunc("PUT /v1/blobs", n.handlePut)
+	mux.HandleFunc("GET /v1/blobs/{id}", n.handleGet)
+	mux.HandleFunc("HEAD /v1/blobs/{id}", n.handleGet)
+	mux.HandleFunc("GET /v1/blobs/{id}/stat", n.handleStat)
+	mux.HandleFunc("DELETE /v1/blobs/{id}", n.handleDelete)
+	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
+	mux.HandleFunc("PUT /internal/shards/{chunk}/{index}", n.handleShardPut)
+	mux.HandleFunc("GET /internal/shards/{chunk}/{index}", n.handleShardGet)
+	mux.HandleFunc("HEAD /internal/shards/{chunk}/{index}", n.handleShardGet)
+	mux.HandleFunc("POST /internal/apply", n.handleApply)
+	mux.HandleFunc("GET /internal/blobs/{id}", n.handleInternalBlob)
+	mux.HandleFunc("GET /internal/info", n.handleInfo)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.closing.Load() {
+			w.Header().Set("Connection", "close")
+			writeError(w, fmt.Errorf("%w: node %s is shutting down", blob.ErrUnavailable, n.cfg.ID))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	code, status := blob.Code(err)
+	var wire *blob.Error
+	if errors.As(err, &wire) && wire.Status != 0 {
+		code, status = wire.Code, wire.Status
+	}
+	writeJSON(w, status, blob.Error{Code: code, Message: err.Error()})
+}
+
+func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > n.cfg.MaxBlobSize {
+		writeError(w, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", blob.ErrTooLarge, r.ContentLength, n.cfg.MaxBlobSize))
+		return
+	}
+	b, err := n.Put(r.Context(), r.Body)
+	if err != nil {
+		n.log.Info("put failed", "err", err)
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, api.PutResult{ID: b.ID, Size: b.Size})
+}
+
+func (n *Node) blobFromPath(w http.ResponseWriter, r *http.Request) *raftstore.Blob {
+	id, err := blob.ParseID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return nil
+	}
+	b, err := n.lookup(r.Context(), id)
+	if err != nil {
+		writeError(w, fmt.Errorf("blob %s: %w", id, err))
+		return nil
+	}
+	return b
+}
+
+func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
+	b := n.blobFromPath(w, r)
+	if b == nil {
+		return
+	}
+	etag := `"` + b.ID.String() + `"`
+	h := w.Header()
+	h.Set("ETag", etag)
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Type", "application/octet-stream")
+	if inm := r.Header.Get("If-None-Match"); inm != "" && (inm == etag || inm == "*") {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	off, length, status := int64(0), b.Size, http.StatusOK
+	if rg := r.Header.Get("Range"); rg != "" && (r.Header.Get("If-Range") == "" || r.Header.Get("If-Range") == etag) {
+		var ok bool
+		off, length, ok = parseRange(rg, b.Size)
+		if !ok {
+			h.Set("Content-Range", fmt.Sprintf("bytes */%d", b.Size))
+			writeJSON(w, http.StatusRequestedRangeNotSatisfiable, blob.Error{Code: "invalid_range", Message: fmt.Sprintf("range %q not satisfiable for %d bytes", rg, b.Size)})
+			return
+		}
+		if length != b.Size {
+			status = http.StatusPartialContent
+			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+length-1, b.Size))
+		}
+	}
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return
+	}
+	if err := n.WriteRange(r.Context(), b, off, length, w); err != nil {
+		// Headers are gone: abort the connection so the client sees a
+		// truncated body, never a silently short or wrong one.
+		n.log.Warn("get failed mid-stream", "blob", b.ID, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// parseRange parses a single-range "bytes=" header (RFC 9110 §14.1.2).
+// Multiple ranges are served as the whole blob (ok, full length).
+func parseRange(s string, size int64) (off, length int64, ok bool) {
+	spec, found := strings.CutPrefix(s, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, size, true
+	}
+	first, last, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, size, true
+	}
+	if first == "" { // suffix: the last N bytes
+		nb, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || nb < 0 {
+			return 0, size, true
+		}
+		if nb == 0 {
+			return 0, 0, false
+		}
+		nb = min(nb, size)
+		return size - nb, nb, true
+	}
+	start, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || start < 0 {
+		return 0, size, true
+	}
+	if start >= size {
+		return 0, 0, false
+	}
+	end := size - 1
+	if last != "" {
+		e, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || e < start {
+			return 0, size, true
+		}
+		end = min(e, size-1)
+	}
+	return start, end - start + 1, true
+}
+
+func (n *Node) handleDelete(w http.ResponseWriter, r *http.Request) {
+	id, err := blob.ParseID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cmd, err := raftstore.DeleteBlobCommand(id)
+	if err == nil {
+		_, err = n.apply(r.Context(), cmd)
+	}
+	if err != nil {
+		writeError(w, fmt.Errorf("blob %s: %w", id, err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (n *Node) handleStat(w http.ResponseWriter, r *http.Request) {
+	b := n.blobFromPath(w, r)
+	if b == nil {
+		return
+	}
+	layout, _ := n.meta.Layout()
+	st := api.Stat{ID: b.ID, Size: b.Size, K: b.K, M: b.M, Chunks: make([]api.ChunkStat, len(b.Chunks))}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for ci, c := range b.Chunks {
+		st.Chunks[ci] = api.ChunkStat{ID: c.ID, Len: c.Len, Shards: make([]api.ShardStat, len(c.Shards))}
+		for si, id := range c.Shards {
+			ss := &st.Chunks[ci].Shards[si]
+			*ss = api.ShardStat{Index: si, Node: id}
+			m, ok := n.member(id, layout)
+			if !ok {
+				ss.Error = "node not in layout"
+				continue
+			}
+			ss.Region = m.Region
+			if n.gossip.state(id) == api.StateDead {
+				ss.Error = "node is dead"
+				continue
+			}
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+				defer cancel()
+				_, err := n.readShard(ctx, m, c.ID, si)
+				ss.Healthy = err == nil
+				if err != nil {
+					ss.Error = err.Error()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	writeJSON(w, http.StatusOK, st)
+}
+
+func parseShardPath(r *http.Request) (blob.ID, int, error) {
+	chunk, err := blob.ParseID(r.PathValue("chunk"))
+	if err != nil {
+		return chunk, 0, err
+	}
+	idx, err := strconv.Atoi(r.PathValue("index"))
+	if err != nil || idx < 0 || idx > 255 {
+		return chunk, 0, fmt.Errorf("%w: bad shard index %q", blob.ErrInvalidID, r.PathValue("index"))
+	}
+	return chunk, idx, nil
+}
+
+func (n *Node) handleShardPut(w http.ResponseWriter, r *http.Request) {
+	chunk, idx, err := parseShardPath(r)
+	if err == nil {
+		err = n.shards.write(chunk, idx, r.Body)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (n *Node) handleShardGet(w http.ResponseWriter, r *http.Request) {
+	chunk, idx, err := parseShardPath(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	h, payload, err := n.shards.read(chunk, idx)
+	if err != nil {
+		if errors.Is(err, blob.ErrCorrupt) {
+			n.log.Warn("corrupt shard on disk", "chunk", chunk, "index", idx, "err", err)
+		}
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(erasure.HeaderSize+len(payload)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	hb := h.Marshal()
+	w.Write(hb[:])
+	w.Write(payload)
+}
+
+func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
+	cmd, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	b, err := n.meta.ApplyJSON(r.Context(), cmd)
+	if errors.Is(err, raftstore.ErrNotLeader) {
+		writeJSON(w, http.StatusMisdirectedRequest, blob.Error{Code: "not_leader", Message: err.Error()})
+		return
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (n *Node) handleInternalBlob(w http.ResponseWriter, r *http.Request) {
+	id, err := blob.ParseID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	b, err := n.meta.Blob(id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (n *Node) handleInfo(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.Info{ID: n.cfg.ID, UsedBytes: n.shards.used.Load()})
+}

@@ -1,0 +1,201 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/raftstore"
+	"github.com/zeebo/blake3"
+)
+
+// getPrefetch is how many chunks a get fetches ahead of the one it is
+// writing: it hides fetch latency; each costs about a chunk and a half of
+// memory.
+const getPrefetch = 3
+
+// WriteRange writes bytes [off, off+length) of blob b to w, fetching only
+// the chunks that range covers. Every shard is verified before decoding
+// and every chunk's hash after, so w never receives wrong bytes: on a
+// failure WriteRange returns an error, having written a correct prefix.
+func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length int64, w io.Writer) error {
+	if off < 0 || length < 0 || off+length > b.Size {
+		return fmt.Errorf("range %d+%d outside blob of %d bytes", off, length, b.Size)
+	}
+	if length == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	type fetched struct {
+		chunk  raftstore.Chunk
+		start  int64 // offset of the chunk in the blob
+		shards [][]byte
+		err    error
+	}
+	pending := make(chan chan fetched, getPrefetch)
+	go func() {
+		defer close(pending)
+		var start int64
+		for _, c := range b.Chunks {
+			cStart := start
+			start += c.Len
+			if cStart+c.Len <= off || cStart >= off+length {
+				continue
+			}
+			res := make(chan fetched, 1)
+			select {
+			case pending <- res:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				shards, err := n.fetchChunk(ctx, b, c)
+				res <- fetched{chunk: c, start: cStart, shards: shards, err: err}
+			}()
+		}
+	}()
+	out := &window{w: w, skip: off, left: length}
+	for res := range pending {
+		f := <-res
+		if f.err != nil {
+			return f.err
+		}
+		out.skip = max(0, off-f.start)
+		if err := n.codec.Decode(f.shards, f.chunk.Len, out); err != nil {
+			return err
+		}
+	}
+	if out.left != 0 {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// fetchChunk gathers k verified shards of chunk c, reconstructing missing
+// data shards, and checks the chunk's hash. Shards are tried in order of
+// preference — live before suspect before dead, this region before others,
+// data before parity — k at a time; each failure starts the next candidate.
+func (n *Node) fetchChunk(ctx context.Context, b *raftstore.Blob, c raftstore.Chunk) ([][]byte, error) {
+	k, total := b.K, b.K+b.M
+	if len(c.Shards) != total {
+		return nil, fmt.Errorf("%w: chunk %s lists %d shard locations, want %d", blob.ErrCorrupt, c.ID, len(c.Shards), total)
+	}
+	layout, _ := n.meta.Layout()
+	type candidate struct {
+		index int
+		m     raftstore.Member
+		cost  int
+	}
+	var cands []candidate
+	for i, id := range c.Shards {
+		m, ok := n.member(id, layout)
+		if !ok {
+			continue
+		}
+		cost := 0
+		switch n.gossip.state(id) {
+		case api.StateDead:
+			cost += 100
+		case api.StateSuspect:
+			cost += 50
+		}
+		if id != n.cfg.ID && m.Region != n.cfg.Region {
+			cost += 2
+		}
+		if i >= k {
+			cost++
+		}
+		cands = append(cands, candidate{i, m, cost})
+	}
+	slices.SortStableFunc(cands, func(a, b candidate) int { return cmp.Compare(a.cost, b.cost) })
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		c       candidate
+		payload []byte
+		err     error
+	}
+	results := make(chan result, len(cands))
+	start := func(cd candidate) {
+		go func() {
+			p, err := n.readShard(ctx, cd.m, c.ID, cd.index)
+			results <- result{cd, p, err}
+		}()
+	}
+	shards := make([][]byte, total)
+	next, running, have := 0, 0, 0
+	var errs []error
+	for ; next < len(cands) && next < k; next++ {
+		start(cands[next])
+		running++
+	}
+	for have < k && running > 0 {
+		r := <-results
+		running--
+		if r.err != nil {
+			errs = append(errs, r.err)
+			if errors.Is(r.err, blob.ErrUnavailable) {
+				n.gossip.failed(r.c.m.ID)
+			}
+			if errors.Is(r.err, blob.ErrCorrupt) {
+				n.log.Warn("corrupt shard; reading another", "chunk", c.ID, "index", r.c.index, "peer", r.c.m.ID, "err", r.err)
+			}
+			if next < len(cands) {
+				start(cands[next])
+				next++
+				running++
+			}
+			continue
+		}
+		shards[r.c.index] = r.payload
+		have++
+	}
+	if have < k {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: chunk %s: %d of %d needed shards readable: %w", blob.ErrUnavailable, c.ID, have, k, errors.Join(errs...))
+	}
+	h := blake3.New()
+	if err := n.codec.Decode(shards, c.Len, h); err != nil {
+		return nil, err
+	}
+	if blob.ID(h.Sum(nil)) != c.ID {
+		return nil, fmt.Errorf("%w: chunk %s decoded to different bytes", blob.ErrCorrupt, c.ID)
+	}
+	return shards, nil
+}
+
+// window passes on bytes [skip, skip+left) of what is written to it.
+type window struct {
+	w          io.Writer
+	skip, left int64
+}
+
+func (w *window) Write(p []byte) (int, error) {
+	n := len(p)
+	if w.skip >= int64(len(p)) {
+		w.skip -= int64(len(p))
+		return n, nil
+	}
+	p = p[w.skip:]
+	w.skip = 0
+	if int64(len(p)) > w.left {
+		p = p[:w.left]
+	}
+	if len(p) > 0 {
+		if _, err := w.w.Write(p); err != nil {
+			return 0, err
+		}
+		w.left -= int64(len(p))
+	}
+	return n, nil
+}

@@ -1,0 +1,192 @@
+package node
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/placement"
+	"github.com/atollstore/atoll/raftstore"
+	"github.com/hashicorp/memberlist"
+)
+
+// gossip tracks cluster membership with memberlist. Each node advertises a
+// small JSON record (well under memberlist's 512-byte metadata limit).
+//
+// memberlist calls the event methods on its own goroutines with its locks
+// held; they only update gossip's map and never call back into memberlist.
+type gossip struct {
+	ml *memberlist.Memberlist
+
+	mu      sync.Mutex
+	members map[blob.NodeID]*memberInfo
+	// failures remembers data-path errors: a node gossip still calls alive
+	// but that failed a request recently is reported (and ranked) as suspect.
+	failures map[blob.NodeID]time.Time
+}
+
+type memberInfo struct {
+	raftstore.Member
+	alive bool
+	since time.Time
+}
+
+func newGossip(self raftstore.Member, bind string, port int, fast bool, logOut io.Writer, network *Network) (*gossip, error) {
+	g := &gossip{members: map[blob.NodeID]*memberInfo{}, failures: map[blob.NodeID]time.Time{}}
+	meta, err := json.Marshal(self)
+	if err != nil {
+		return nil, err
+	}
+	if len(meta) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("node metadata is %d bytes, over memberlist's %d: shorten the node ID, region or zone", len(meta), memberlist.MetaMaxSize)
+	}
+	c := memberlist.DefaultLANConfig()
+	c.Name = string(self.ID)
+	c.BindAddr, c.BindPort = bind, port // NB: no AdvertiseAddr, so port 0 advertises the bound port
+	c.PushPullInterval = 5 * time.Second
+	if fast {
+		// Measured on loopback: death is noticed in about a second (shared/DEPS.md §2.5).
+		c.ProbeInterval, c.ProbeTimeout = 200*time.Millisecond, 100*time.Millisecond
+		c.GossipInterval, c.SuspicionMult = 50*time.Millisecond, 3
+		c.PushPullInterval = time.Second
+		c.TCPTimeout = time.Second
+	}
+	c.DeadNodeReclaimTime = time.Second // a restarted node may come back on a new port
+	c.Logger = log.New(logOut, "memberlist: ", 0)
+	c.Delegate = metaDelegate(meta)
+	c.Events = g
+	if network != nil {
+		var nt *memberlist.NetTransport
+		for try := 0; ; try++ { // port 0 may pick a TCP port whose UDP twin is taken
+			nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{bind}, BindPort: port, Logger: c.Logger})
+			if err == nil || port != 0 || try == 10 {
+				break
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.Transport = &filteredTransport{NetTransport: nt, net: network}
+	}
+	ml, err := memberlist.Create(c)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	g.ml = ml
+	return g, nil
+}
+
+// Port is the gossip port actually bound.
+func (g *gossip) Port() int { return int(g.ml.LocalNode().Port) }
+
+func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.update(n, true) }
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.update(n, true) }
+func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.update(n, false) }
+
+func (g *gossip) update(n *memberlist.Node, alive bool) {
+	var m raftstore.Member
+	if err := json.Unmarshal(n.Meta, &m); err != nil || m.ID == "" {
+		return // not an Atoll node
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cur := g.members[m.ID]
+	if cur == nil || cur.alive != alive {
+		g.members[m.ID] = &memberInfo{Member: m, alive: alive, since: time.Now()}
+		if alive {
+			delete(g.failures, m.ID)
+		}
+		return
+	}
+	cur.Member = m
+}
+
+// alive returns the members gossip considers alive, sorted by ID.
+func (g *gossip) alive() []raftstore.Member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []raftstore.Member
+	for _, m := range g.members {
+		if m.alive {
+			out = append(out, m.Member)
+		}
+	}
+	sortMembers(out)
+	return out
+}
+
+// state reports a node's liveness.
+func (g *gossip) state(id blob.NodeID) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := g.members[id]
+	switch {
+	case m == nil || !m.alive:
+		return api.StateDead
+	case time.Since(g.failures[id]) < suspectFor:
+		return api.StateSuspect
+	}
+	return api.StateAlive
+}
+
+// member returns what gossip knows of id.
+func (g *gossip) member(id blob.NodeID) (raftstore.Member, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := g.members[id]
+	if m == nil {
+		return raftstore.Member{}, false
+	}
+	return m.Member, true
+}
+
+// suspectFor is how long a data-path failure marks a node suspect.
+const suspectFor = 10 * time.Second
+
+// failed records a data-path failure talking to id.
+func (g *gossip) failed(id blob.NodeID) {
+	g.mu.Lock()
+	g.failures[id] = time.Now()
+	g.mu.Unlock()
+}
+
+func (g *gossip) join(seeds []string) (int, error) { return g.ml.Join(seeds) }
+
+func (g *gossip) shutdown(graceful bool) {
+	if graceful {
+		g.ml.Leave(2 * time.Second)
+	}
+	g.ml.Shutdown()
+}
+
+type metaDelegate []byte
+
+func (d metaDelegate) NodeMeta(limit int) []byte                  { return d }
+func (d metaDelegate) NotifyMsg([]byte)                           {}
+func (d metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d metaDelegate) LocalState(join bool) []byte                { return nil }
+func (d metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+func sortMembers(ms []raftstore.Member) {
+	slices.SortFunc(ms, func(a, b raftstore.Member) int { return cmp.Compare(a.ID, b.ID) })
+}
+
+// placementNodes converts members for placement.
+func placementNodes(ms []raftstore.Member) []placement.Node {
+	out := make([]placement.Node, len(ms))
+	for i, m := range ms {
+		out[i] = m.Node
+	}
+	return out
+}
+
+func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }

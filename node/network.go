@@ -1,0 +1,189 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+)
+
+// Network is a node's view of which peers it can reach. By default every
+// peer is reachable; testcluster blocks addresses to cut a region off. A
+// blocked peer is unreachable in both directions on every channel — HTTP,
+// raft and gossip — including connections that were already open: each
+// read and write checks, so pooled connections fail too.
+//
+// Outgoing connections are bound to the node's own IP, so the peer sees
+// (and can filter on) the real source.
+type Network struct {
+	local string // IP outgoing connections are bound to
+
+	mu      sync.RWMutex
+	blocked map[string]bool // peer IPs
+}
+
+// NewNetwork returns a Network whose outgoing connections come from localIP.
+func NewNetwork(localIP string) *Network {
+	return &Network{local: localIP, blocked: map[string]bool{}}
+}
+
+// errBlocked is what traffic to a blocked peer fails with.
+var errBlocked = errors.New("network: peer unreachable (partitioned)")
+
+// Block makes the peers with these IPs unreachable.
+func (n *Network) Block(ips ...string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ip := range ips {
+		n.blocked[ip] = true
+	}
+}
+
+// Heal makes every peer reachable again.
+func (n *Network) Heal() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	clear(n.blocked)
+}
+
+func (n *Network) isBlocked(addr string) bool {
+	if n == nil {
+		return false
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.blocked[host]
+}
+
+// DialContext dials addr from the node's IP unless addr is blocked.
+func (n *Network) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if n.isBlocked(addr) {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: errBlocked}
+	}
+	d := net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
+	if n != nil && n.local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(n.local)}
+	}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return n.wrap(c), nil
+}
+
+func (n *Network) wrap(c net.Conn) net.Conn {
+	if n == nil {
+		return c
+	}
+	return &filteredConn{Conn: c, net: n}
+}
+
+// Listener wraps l so that accepted connections from blocked peers fail.
+func (n *Network) Listener(l net.Listener) net.Listener {
+	if n == nil {
+		return l
+	}
+	return &filteredListener{Listener: l, net: n}
+}
+
+type filteredListener struct {
+	net.Listener
+	net *Network
+}
+
+func (l *filteredListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.net.wrap(c), nil
+}
+
+type filteredConn struct {
+	net.Conn
+	net *Network
+}
+
+func (c *filteredConn) check() error {
+	if c.net.isBlocked(c.RemoteAddr().String()) {
+		c.Conn.Close()
+		return &net.OpError{Op: "read", Net: "tcp", Err: errBlocked}
+	}
+	return nil
+}
+
+func (c *filteredConn) Read(p []byte) (int, error) {
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *filteredConn) Write(p []byte) (int, error) {
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// raftLayer is raft's StreamLayer over a filtered listener and dialer.
+type raftLayer struct {
+	net.Listener
+	net *Network
+}
+
+// RaftStreamLayer listens on bind for raft traffic through n.
+func (n *Network) RaftStreamLayer(bind string) (raft.StreamLayer, error) {
+	l, err := net.Listen("tcp", bind)
+	if err != nil {
+		return nil, err
+	}
+	return &raftLayer{Listener: n.Listener(l), net: n}, nil
+}
+
+func (l *raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return l.net.DialContext(ctx, "tcp", string(addr))
+}
+
+// filteredTransport is memberlist's NetTransport with blocked peers
+// dropped. Both sides filter, so a cut is symmetric.
+type filteredTransport struct {
+	*memberlist.NetTransport
+	net *Network
+}
+
+func (t *filteredTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
+}
+
+func (t *filteredTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	if t.net.isBlocked(a.Addr) {
+		return time.Now(), nil // a lost datagram, as on a cut link
+	}
+	return t.NetTransport.WriteToAddress(b, a)
+}
+
+func (t *filteredTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
+}
+
+func (t *filteredTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	if t.net.isBlocked(a.Addr) {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errBlocked}
+	}
+	c, err := t.NetTransport.DialAddressTimeout(a, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return t.net.wrap(c), nil
+}

@@ -1,0 +1,365 @@
+// Package node is the Atoll storage daemon: it wires gossip membership, the
+// local shard store, the raft metadata store and the HTTP API together, and
+// runs the put and get data paths. It is the only package that starts
+// long-lived goroutines; each is owned by Node and stopped by Close.
+//
+// Goroutines per node: the HTTP server (plus one per request), the join
+// loop (until the first successful join), the control loop (bootstrap,
+// layout upkeep, raft voter reconciliation on the leader), and those of
+// memberlist, raft and badger.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/placement"
+	"github.com/atollstore/atoll/raftstore"
+)
+
+// Default ports, all on the bind address.
+const (
+	DefaultAPIPort    = 8700
+	DefaultGossipPort = 8701
+	DefaultRaftPort   = 8702
+)
+
+// Config configures a node. Zero values get defaults from setDefaults.
+type Config struct {
+	Dir    string      // data directory
+	ID     blob.NodeID // default: read from Dir, else generated and saved
+	Region blob.Region
+	Zone   blob.Zone // default: "default"
+	Bind   string    // IP to listen on
+	// Ports; 0 means the default port unless EphemeralPorts is set, in
+	// which case 0 lets the kernel choose (tests).
+	APIPort, GossipPort, RaftPort int
+	EphemeralPorts                bool
+	Join                          []string // other nodes' gossip addresses (IP or IP:port)
+	BootstrapExpect               int      // form a cluster once this many nodes are seen (default 1)
+	Weight                        float64  // relative capacity (default 1)
+
+	K, M         int   // erasure coding (default 6+3)
+	ChunkSize    int   // bytes per chunk (default 4 MiB)
+	MaxBlobSize  int64 // largest accepted upload (default 1 TiB)
+	PutParallel  int   // chunks in flight per put (default 4)
+	ShardTimeout time.Duration
+
+	Fast      bool         // short timeouts for single-machine clusters
+	Network   *Network     // optional link filter (testcluster)
+	Logger    *slog.Logger // default: discard
+	LogOutput io.Writer    // raft and memberlist logs; default: discard
+}
+
+func (c *Config) setDefaults() error {
+	if c.Dir == "" || c.Region == "" || c.Bind == "" {
+		return errors.New("node: Dir, Region and Bind are required")
+	}
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	if !c.EphemeralPorts {
+		def(&c.APIPort, DefaultAPIPort)
+		def(&c.GossipPort, DefaultGossipPort)
+		def(&c.RaftPort, DefaultRaftPort)
+	}
+	def(&c.BootstrapExpect, 1)
+	def(&c.K, 6)
+	def(&c.M, 3)
+	def(&c.ChunkSize, 4<<20)
+	def(&c.PutParallel, 4)
+	if c.Zone == "" {
+		c.Zone = "default"
+	}
+	if c.Weight <= 0 {
+		c.Weight = 1
+	}
+	if c.MaxBlobSize <= 0 {
+		c.MaxBlobSize = 1 << 40
+	}
+	if c.ShardTimeout <= 0 {
+		c.ShardTimeout = 10 * time.Second
+		if c.Fast {
+			c.ShardTimeout = 3 * time.Second
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.LogOutput == nil {
+		c.LogOutput = io.Discard
+	}
+	if c.ID == "" {
+		id, err := loadOrCreateID(c.Dir, c.Region)
+		if err != nil {
+			return err
+		}
+		c.ID = id
+	}
+	return nil
+}
+
+// loadOrCreateID keeps the node's identity in its data directory.
+func loadOrCreateID(dir string, region blob.Region) (blob.NodeID, error) {
+	p := filepath.Join(dir, "node-id")
+	if b, err := os.ReadFile(p); err == nil {
+		return blob.NodeID(strings.TrimSpace(string(b))), nil
+	}
+	var r [4]byte
+	rand.Read(r[:])
+	id := blob.NodeID(fmt.Sprintf("%s-%s", region, hex.EncodeToString(r[:])))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return id, os.WriteFile(p, []byte(id+"\n"), 0o644)
+}
+
+// Node is a running storage node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	self   raftstore.Member
+	codec  *erasure.Codec
+	policy placement.Policy
+	shards *shardStore
+	meta   *raftstore.Store
+	gossip *gossip
+	http   *http.Server
+	peers  *http.Client
+
+	stripes sync.Pool // *erasure.Stripe
+
+	closing atomic.Bool
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// Start starts a node and returns once it is listening. It joins and
+// forms the cluster in the background.
+func Start(cfg Config) (*Node, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	codec, err := erasure.New(cfg.K, cfg.M)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), codec: codec, policy: placement.Policy{K: cfg.K, M: cfg.M}, stop: make(chan struct{})}
+	n.stripes.New = func() any { return codec.NewStripe(cfg.ChunkSize) }
+	if n.shards, err = openShardStore(filepath.Join(cfg.Dir, "shards")); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", hostPort(cfg.Bind, cfg.APIPort))
+	if err != nil {
+		return nil, fmt.Errorf("node: API listen: %w", err)
+	}
+	cleanup := []func(){func() { ln.Close() }}
+	fail := func(err error) (*Node, error) {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+		return nil, err
+	}
+	ropts := raftstore.Options{Dir: cfg.Dir, NodeID: cfg.ID, Bind: hostPort(cfg.Bind, cfg.RaftPort), Fast: cfg.Fast, Logger: n.log, LogOutput: cfg.LogOutput}
+	if cfg.Network != nil {
+		if ropts.Stream, err = cfg.Network.RaftStreamLayer(ropts.Bind); err != nil {
+			return fail(fmt.Errorf("node: raft listen: %w", err))
+		}
+	}
+	if n.meta, err = raftstore.Open(ropts); err != nil {
+		return fail(err)
+	}
+	cleanup = append(cleanup, func() { n.meta.Close() })
+	n.self = raftstore.Member{
+		Node: placement.Node{ID: cfg.ID, Region: cfg.Region, Zone: cfg.Zone, Weight: cfg.Weight},
+		API:  "http://" + ln.Addr().String(),
+		Raft: n.meta.Addr(),
+	}
+	if n.gossip, err = newGossip(n.self, cfg.Bind, cfg.GossipPort, cfg.Fast, cfg.LogOutput, cfg.Network); err != nil {
+		return fail(err)
+	}
+	n.peers = &http.Client{Transport: &http.Transport{
+		DialContext:           cfg.Network.DialContext,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       30 * time.Second,
+		ResponseHeaderTimeout: cfg.ShardTimeout,
+	}}
+	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	go n.http.Serve(cfg.Network.Listener(ln))
+
+	n.wg.Add(2)
+	go n.joinLoop()
+	go n.controlLoop()
+	n.log.Info("node started", "region", cfg.Region, "zone", cfg.Zone, "api", n.self.API, "raft", n.self.Raft, "gossip", n.GossipAddr())
+	return n, nil
+}
+
+// ID returns the node's ID.
+func (n *Node) ID() blob.NodeID { return n.cfg.ID }
+
+// URL returns the base URL of the node's HTTP API.
+func (n *Node) URL() string { return n.self.API }
+
+// GossipAddr returns the gossip address other nodes join.
+func (n *Node) GossipAddr() string { return hostPort(n.cfg.Bind, n.gossip.Port()) }
+
+// Ports returns the bound API, gossip and raft ports, so a restart can
+// reuse them.
+func (n *Node) Ports() (api, gossip, raft int) {
+	_, a, _ := net.SplitHostPort(strings.TrimPrefix(n.self.API, "http://"))
+	_, r, _ := net.SplitHostPort(n.self.Raft)
+	fmt.Sscan(a, &api)
+	fmt.Sscan(r, &raft)
+	return api, n.gossip.Port(), raft
+}
+
+// IsLeader reports whether this node is the raft leader.
+func (n *Node) IsLeader() bool { return n.meta.IsLeader() }
+
+// Close stops the node abruptly, as a crash would, except that files are
+// closed cleanly: peers see it die, not leave.
+func (n *Node) Close() error { return n.shutdown(false) }
+
+// Shutdown stops the node gracefully: it refuses new requests, lets
+// in-flight ones finish (until ctx ends) and leaves the gossip pool.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.closing.Store(true)
+	n.http.Shutdown(ctx)
+	return n.shutdown(true)
+}
+
+func (n *Node) shutdown(graceful bool) error {
+	if n.closing.Swap(true) && !graceful {
+		return nil
+	}
+	select {
+	case <-n.stop:
+		return nil
+	default:
+	}
+	close(n.stop)
+	n.http.Close()
+	n.gossip.shutdown(graceful)
+	n.wg.Wait()
+	n.peers.CloseIdleConnections()
+	return n.meta.Close()
+}
+
+// joinLoop joins the seeds, retrying until one answers.
+func (n *Node) joinLoop() {
+	defer n.wg.Done()
+	var seeds []string
+	for _, s := range n.cfg.Join {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			s = hostPort(s, DefaultGossipPort)
+		}
+		if s != n.GossipAddr() {
+			seeds = append(seeds, s)
+		}
+	}
+	for len(seeds) > 0 {
+		if _, err := n.gossip.join(seeds); err == nil {
+			return
+		} else {
+			n.log.Debug("join failed, retrying", "err", err)
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// controlLoop forms the cluster and, on the leader, keeps the layout and
+// the raft configuration in line with gossip.
+func (n *Node) controlLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	warned := false
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		if !n.meta.HasState() {
+			n.maybeBootstrap()
+			continue
+		}
+		if !n.meta.IsLeader() {
+			continue
+		}
+		if err := n.maintainLayout(); err != nil {
+			n.log.Debug("layout upkeep", "err", err)
+		}
+		if l, err := n.meta.Layout(); err == nil && len(l.Nodes) >= n.cfg.BootstrapExpect {
+			tolerates := n.policy.ToleratesRegionLoss(l.PlacementNodes())
+			if !tolerates && !warned {
+				n.log.Warn("cluster layout does NOT tolerate the loss of a region",
+					"regions", len(placement.Regions(l.PlacementNodes())), "k", n.cfg.K, "m", n.cfg.M,
+					"need_regions", (n.cfg.K+n.cfg.M+n.cfg.M-1)/n.cfg.M)
+			}
+			warned = !tolerates
+		}
+	}
+}
+
+// maybeBootstrap forms a new cluster once BootstrapExpect nodes gossip:
+// the one with the lowest ID bootstraps alone, then adds the others.
+func (n *Node) maybeBootstrap() {
+	alive := n.gossip.alive()
+	if len(alive) < n.cfg.BootstrapExpect || alive[0].ID != n.cfg.ID {
+		return
+	}
+	n.log.Info("bootstrapping cluster", "nodes_seen", len(alive))
+	if err := n.meta.Bootstrap(n.cfg.ID); err != nil {
+		n.log.Error("bootstrap failed", "err", err)
+	}
+}
+
+// maintainLayout (leader only) adds gossiping nodes to the layout or
+// updates their addresses, then reconciles raft voters with the layout.
+func (n *Node) maintainLayout() error {
+	l, err := n.meta.Layout()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, m := range n.gossip.alive() {
+		if cur, ok := l.Member(m.ID); ok && cur == m {
+			continue
+		}
+		cmd, err := raftstore.SetMemberCommand(m)
+		if err != nil {
+			return err
+		}
+		if _, err := n.meta.ApplyJSON(ctx, cmd); err != nil {
+			return err
+		}
+		n.log.Info("layout: node added or updated", "member", m.ID, "region", m.Region)
+	}
+	if l, err = n.meta.Layout(); err != nil {
+		return err
+	}
+	return n.meta.Reconcile(l)
+}

@@ -1,0 +1,204 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/raftstore"
+)
+
+// Node-to-node calls. Shard traffic goes to /internal/shards/{chunk}/{index}
+// as the raw shard file (header + payload); metadata writes are forwarded to
+// the leader at /internal/apply.
+
+func shardURL(m raftstore.Member, chunk blob.ID, index int) string {
+	return m.API + "/internal/shards/" + chunk.String() + "/" + strconv.Itoa(index)
+}
+
+// writeShard stores a shard on node m (locally if m is this node).
+func (n *Node) writeShard(ctx context.Context, m raftstore.Member, h erasure.Header, payload []byte) error {
+	hb := h.Marshal()
+	if m.ID == n.cfg.ID {
+		return n.shards.write(h.Chunk, h.Index, io.MultiReader(bytes.NewReader(hb[:]), bytes.NewReader(payload)))
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ShardTimeout)
+	defer cancel()
+	body := io.MultiReader(bytes.NewReader(hb[:]), bytes.NewReader(payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, shardURL(m, h.Chunk, h.Index), body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = int64(len(hb) + len(payload))
+	resp, err := n.peers.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: node %s: %v", blob.ErrUnavailable, m.ID, err)
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("node %s: %w", m.ID, readError(resp))
+	}
+	return nil
+}
+
+// readShard fetches and verifies a shard from node m.
+func (n *Node) readShard(ctx context.Context, m raftstore.Member, chunk blob.ID, index int) ([]byte, error) {
+	if m.ID == n.cfg.ID {
+		_, p, err := n.shards.read(chunk, index)
+		return p, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ShardTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, shardURL(m, chunk, index), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := n.peers.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: node %s: %v", blob.ErrUnavailable, m.ID, err)
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("node %s: %w", m.ID, readError(resp))
+	}
+	var hb [erasure.HeaderSize]byte
+	if _, err := io.ReadFull(resp.Body, hb[:]); err != nil {
+		return nil, fmt.Errorf("node %s: shard header: %w", m.ID, err)
+	}
+	h, err := erasure.ParseHeader(hb[:])
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", m.ID, err)
+	}
+	if h.Chunk != chunk || h.Index != index {
+		return nil, fmt.Errorf("%w: node %s sent %s/%d for %s/%d", blob.ErrCorrupt, m.ID, h.Chunk, h.Index, chunk, index)
+	}
+	payload := make([]byte, h.ShardLen)
+	if _, err := io.ReadFull(resp.Body, payload); err != nil {
+		return nil, fmt.Errorf("node %s: shard payload: %w", m.ID, err)
+	}
+	return payload, h.Verify(payload)
+}
+
+// apply commits a metadata command through the leader, forwarding it if
+// this node is not the leader and retrying across elections until ctx ends.
+func (n *Node) apply(ctx context.Context, cmd []byte) (*raftstore.Blob, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	for {
+		b, err := n.applyOnce(ctx, cmd)
+		if !errors.Is(err, raftstore.ErrNotLeader) && !errors.Is(err, blob.ErrUnavailable) {
+			return b, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: no raft leader reachable: %v", blob.ErrUnavailable, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) applyOnce(ctx context.Context, cmd []byte) (*raftstore.Blob, error) {
+	if n.meta.IsLeader() {
+		return n.meta.ApplyJSON(ctx, cmd)
+	}
+	leader, err := n.leader()
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, leader.API+"/internal/apply", bytes.NewReader(cmd))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := n.peers.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: leader %s: %v", blob.ErrUnavailable, leader.ID, err)
+	}
+	defer drain(resp)
+	if resp.StatusCode == http.StatusMisdirectedRequest {
+		return nil, raftstore.ErrNotLeader
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, readError(resp)
+	}
+	var b *raftstore.Blob
+	return b, json.NewDecoder(resp.Body).Decode(&b)
+}
+
+// leader returns the current leader's addresses.
+func (n *Node) leader() (raftstore.Member, error) {
+	id := n.meta.Leader()
+	if id == "" {
+		return raftstore.Member{}, fmt.Errorf("%w: no raft leader", raftstore.ErrNotLeader)
+	}
+	if m, ok := n.gossip.member(id); ok {
+		return m, nil
+	}
+	l, _ := n.meta.Layout()
+	if m, ok := l.Member(id); ok {
+		return m, nil
+	}
+	return raftstore.Member{}, fmt.Errorf("%w: leader %s has no known address", raftstore.ErrNotLeader, id)
+}
+
+// lookup returns blob id's record, asking the leader when the local
+// replica does not have it yet (a put acknowledged elsewhere a moment ago).
+func (n *Node) lookup(ctx context.Context, id blob.ID) (*raftstore.Blob, error) {
+	b, err := n.meta.Blob(id)
+	if !errors.Is(err, blob.ErrNotFound) || n.meta.IsLeader() {
+		return b, err
+	}
+	leader, lerr := n.leader()
+	if lerr != nil {
+		return nil, err
+	}
+	req, rerr := http.NewRequestWithContext(ctx, http.MethodGet, leader.API+"/internal/blobs/"+id.String(), nil)
+	if rerr != nil {
+		return nil, rerr
+	}
+	resp, rerr := n.peers.Do(req)
+	if rerr != nil {
+		return nil, err // leader unreachable: the local answer stands
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return nil, readError(resp)
+	}
+	var rb raftstore.Blob
+	if err := json.NewDecoder(resp.Body).Decode(&rb); err != nil {
+		return nil, err
+	}
+	return &rb, nil
+}
+
+// member resolves a node ID to its addresses: gossip first (freshest),
+// then the layout.
+func (n *Node) member(id blob.NodeID, l raftstore.Layout) (raftstore.Member, bool) {
+	if m, ok := n.gossip.member(id); ok {
+		return m, true
+	}
+	return l.Member(id)
+}
+
+func readError(resp *http.Response) error {
+	e := &blob.Error{Status: resp.StatusCode}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(e); err != nil || e.Message == "" {
+		e.Message = fmt.Sprintf("HTTP %s", resp.Status)
+	}
+	return e
+}
+
+func drain(resp *http.Response) {
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}

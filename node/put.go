@@ -1,0 +1,190 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/raftstore"
+	"github.com/zeebo/blake3"
+	"golang.org/x/sync/errgroup"
+)
+
+// Put stores the stream r as a blob. It returns only after every shard of
+// every chunk is durable on its node and the blob record is committed
+// through raft; on any error nothing is committed, so no partial blob is
+// ever visible. Shards written before a failure are orphans, invisible to
+// readers.
+//
+// Memory is bounded by PutParallel stripes (about ChunkSize·(k+m)/k each),
+// whatever the blob's size. The blob's ID is the BLAKE3 hash of its bytes.
+func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
+	layout, err := n.meta.Layout()
+	if err != nil {
+		return nil, err
+	}
+	if len(layout.Nodes) == 0 {
+		return nil, fmt.Errorf("%w: the cluster has not formed yet", blob.ErrUnavailable)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	slots := make(chan struct{}, n.cfg.PutParallel)
+	whole := blake3.New()
+	var chunks []*raftstore.Chunk
+	var size int64
+	readErr := func() error {
+		for {
+			select {
+			case slots <- struct{}{}:
+			case <-gctx.Done():
+				return nil // a chunk write failed; g.Wait reports it
+			}
+			st := n.stripes.Get().(*erasure.Stripe)
+			release := func() { n.stripes.Put(st); <-slots }
+			got, err := st.Fill(r, n.cfg.ChunkSize)
+			if got == 0 {
+				release()
+				if err == io.EOF {
+					return nil
+				}
+				return err
+			}
+			if size += int64(got); size > n.cfg.MaxBlobSize {
+				release()
+				return fmt.Errorf("%w: blob exceeds the limit of %d bytes", blob.ErrTooLarge, n.cfg.MaxBlobSize)
+			}
+			whole.Write(st.Data())
+			c := &raftstore.Chunk{Len: int64(got)}
+			chunks = append(chunks, c)
+			g.Go(func() error {
+				defer release()
+				c.ID = blob.Sum(st.Data())
+				shards, err := n.writeChunk(gctx, layout, st, c.ID)
+				c.Shards = shards
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}()
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if readErr != nil {
+		return nil, fmt.Errorf("reading upload: %w", readErr)
+	}
+	rec := raftstore.Blob{ID: blob.ID(whole.Sum(nil)), Size: size, K: n.cfg.K, M: n.cfg.M, Created: time.Now().UTC(), LayoutVersion: layout.Version}
+	for _, c := range chunks {
+		rec.Chunks = append(rec.Chunks, *c)
+	}
+	cmd, err := raftstore.PutBlobCommand(rec)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := n.apply(ctx, cmd); err != nil {
+		return nil, fmt.Errorf("committing blob %s: %w", rec.ID, err)
+	}
+	return &rec, nil
+}
+
+// writeChunk encodes the stripe and makes all k+m shards durable, each on
+// its placed node. A node that fails is replaced by the next best live one
+// (placement.Fill), so a put succeeds while any region is down. It returns
+// the node of each shard.
+func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *erasure.Stripe, id blob.ID) ([]blob.NodeID, error) {
+	if c, err := n.meta.Chunk(id); err == nil && len(c.Shards) == n.codec.N() {
+		// NB: content already stored (chunks are content-addressed).
+		// Safe while shards of unreferenced chunks are never deleted
+		// before their garbage record is reclaimed; see ARCHITECTURE.md.
+		return c.Shards, nil
+	}
+	if err := st.Encode(); err != nil {
+		return nil, err
+	}
+	candidates := n.liveNodes(layout)
+	assign := make([]blob.NodeID, n.codec.N())
+	done := make([]bool, n.codec.N())
+	var lastErr error
+	for attempt := 0; attempt < 4; attempt++ {
+		if len(candidates) == 0 {
+			break
+		}
+		if err := n.policy.Fill(placementNodes(candidates), id, assign); err != nil {
+			return nil, err
+		}
+		failed := n.writeShards(ctx, candidates, st, id, assign, done)
+		if len(failed) == 0 {
+			return assign, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		for node, err := range failed {
+			lastErr = err
+			n.log.Warn("shard write failed; placing elsewhere", "chunk", id, "peer", node, "err", err)
+			n.gossip.failed(node)
+			candidates = slices.DeleteFunc(candidates, func(m raftstore.Member) bool { return m.ID == node })
+			for i := range assign {
+				if assign[i] == node {
+					assign[i], done[i] = "", false
+				}
+			}
+		}
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no live nodes")
+	}
+	if errors.Is(lastErr, blob.ErrNoSpace) {
+		return nil, fmt.Errorf("chunk %s: %w", id, lastErr)
+	}
+	return nil, fmt.Errorf("%w: chunk %s: could not store all %d shards: %v", blob.ErrUnavailable, id, n.codec.N(), lastErr)
+}
+
+// writeShards writes, in parallel, the shards whose slots are not done,
+// marks the ones that succeed, and returns the nodes that failed.
+func (n *Node) writeShards(ctx context.Context, candidates []raftstore.Member, st *erasure.Stripe, id blob.ID, assign []blob.NodeID, done []bool) map[blob.NodeID]error {
+	var mu sync.Mutex
+	failed := map[blob.NodeID]error{}
+	var wg sync.WaitGroup
+	for i, nodeID := range assign {
+		if done[i] {
+			continue
+		}
+		m := candidates[slices.IndexFunc(candidates, func(m raftstore.Member) bool { return m.ID == nodeID })]
+		wg.Go(func() {
+			h, p := st.Shard(id, i)
+			err := n.writeShard(ctx, m, h, p)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed[nodeID] = err
+			} else {
+				done[i] = true
+			}
+		})
+	}
+	wg.Wait()
+	return failed
+}
+
+// liveNodes returns the layout's nodes that gossip reports alive and that
+// have not failed a request lately.
+func (n *Node) liveNodes(l raftstore.Layout) []raftstore.Member {
+	var out []raftstore.Member
+	for _, m := range l.Nodes {
+		if m.ID == n.cfg.ID || n.gossip.state(m.ID) == api.StateAlive {
+			if g, ok := n.gossip.member(m.ID); ok {
+				m = g // freshest addresses
+			}
+			out = append(out, m)
+		}
+	}
+	return out
+}

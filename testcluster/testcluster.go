@@ -1,0 +1,313 @@
+// Package testcluster runs a multi-region Atoll cluster inside one process:
+// every node is a real node.Node with its own loopback address
+// (127.X.region.index), its own data directory, real TCP, raft and gossip.
+// Tests use it to kill nodes or whole regions, restart them, and cut a
+// region off the network; `atoll dev` and `atoll demo` use it too.
+//
+// It does not import package testing, so it can ship in the binary.
+package testcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/node"
+)
+
+// Options configure a cluster.
+type Options struct {
+	Regions        int // default 3
+	NodesPerRegion int // default 3
+	K, M           int // default 6+3
+	ChunkSize      int // default: node's default
+	MaxBlobSize    int64
+	Dir            string       // parent of the nodes' data dirs; default: a new temp dir, removed by Close
+	Logger         *slog.Logger // default: discard
+	LogOutput      io.Writer    // raft/memberlist logs; default: discard
+}
+
+// RegionNames are the names given to regions, in order.
+var RegionNames = []string{"eu-west", "us-east", "ap-south", "sa-east", "af-south", "oc-east"}
+
+// Member is one node slot of the cluster; Node is nil while it is down.
+type Member struct {
+	ID     blob.NodeID
+	Region blob.Region
+	IP     string
+	Dir    string
+	Node   *node.Node
+	Net    *node.Network
+
+	api, gossip, raft int // ports, reused on restart
+}
+
+// Cluster is a running test cluster.
+type Cluster struct {
+	opts    Options
+	ownDir  bool
+	mu      sync.Mutex
+	members []*Member
+}
+
+// Start starts the cluster and waits until it has formed: every node is in
+// the layout and the raft voters are in place.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	if opts.Regions == 0 {
+		opts.Regions = 3
+	}
+	if opts.NodesPerRegion == 0 {
+		opts.NodesPerRegion = 3
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Cluster{opts: opts}
+	if c.opts.Dir == "" {
+		d, err := os.MkdirTemp("", "atoll-testcluster-")
+		if err != nil {
+			return nil, err
+		}
+		c.opts.Dir, c.ownDir = d, true
+	}
+	// A random second octet keeps concurrently running clusters apart.
+	octet := 10 + rand.IntN(240)
+	for r := range opts.Regions {
+		region := fmt.Sprintf("region-%d", r+1)
+		if r < len(RegionNames) {
+			region = RegionNames[r]
+		}
+		for i := range opts.NodesPerRegion {
+			m := &Member{
+				ID:     blob.NodeID(fmt.Sprintf("%s-%d", region, i+1)),
+				Region: blob.Region(region),
+				IP:     fmt.Sprintf("127.%d.%d.%d", octet, r+1, i+1),
+			}
+			m.Dir = filepath.Join(c.opts.Dir, string(m.ID))
+			m.Net = node.NewNetwork(m.IP)
+			c.members = append(c.members, m)
+		}
+	}
+	for _, m := range c.members {
+		if err := c.start(m); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if err := c.WaitFormed(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) start(m *Member) error {
+	var seeds []string
+	for _, o := range c.members {
+		if o != m && o.Node != nil {
+			seeds = append(seeds, o.Node.GossipAddr())
+		}
+	}
+	n, err := node.Start(node.Config{
+		Dir: m.Dir, ID: m.ID, Region: m.Region, Zone: blob.Zone(fmt.Sprintf("%s-z%d", m.Region, len(seeds)%2+1)),
+		Bind: m.IP, APIPort: m.api, GossipPort: m.gossip, RaftPort: m.raft, EphemeralPorts: true,
+		Join: seeds, BootstrapExpect: len(c.members),
+		K: c.opts.K, M: c.opts.M, ChunkSize: c.opts.ChunkSize, MaxBlobSize: c.opts.MaxBlobSize,
+		Fast: true, Network: m.Net, Logger: c.opts.Logger, LogOutput: c.opts.LogOutput,
+	})
+	if err != nil {
+		return fmt.Errorf("testcluster: start %s: %w", m.ID, err)
+	}
+	m.Node = n
+	m.api, m.gossip, m.raft = n.Ports()
+	return nil
+}
+
+// WaitFormed waits until a leader has every node in the layout and the
+// raft configuration has its voters.
+func (c *Cluster) WaitFormed(ctx context.Context) error {
+	return c.waitFor(ctx, "cluster to form", func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		ci := l.Node.Cluster(ctx)
+		voters, inLayout := 0, 0
+		for _, n := range ci.Nodes {
+			if n.Voter {
+				voters++
+			}
+			if n.InLayout {
+				inLayout++
+			}
+		}
+		return inLayout == len(c.members) && voters == min(5, len(c.members))
+	})
+}
+
+func (c *Cluster) waitFor(ctx context.Context, what string, cond func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("testcluster: waiting for %s: %w", what, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Members returns every node slot, up or down.
+func (c *Cluster) Members() []*Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.members)
+}
+
+// Member returns the slot of node id.
+func (c *Cluster) Member(id blob.NodeID) *Member {
+	for _, m := range c.Members() {
+		if m.ID == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// Regions returns the region names in order.
+func (c *Cluster) Regions() []blob.Region {
+	var rs []blob.Region
+	for _, m := range c.Members() {
+		if !slices.Contains(rs, m.Region) {
+			rs = append(rs, m.Region)
+		}
+	}
+	return rs
+}
+
+// URLs returns the API URLs of the running nodes.
+func (c *Cluster) URLs() []string {
+	var out []string
+	for _, m := range c.Members() {
+		if m.Node != nil {
+			out = append(out, m.Node.URL())
+		}
+	}
+	return out
+}
+
+// Leader returns the running node that is raft leader, or nil.
+func (c *Cluster) Leader() *Member {
+	for _, m := range c.Members() {
+		if m.Node != nil && m.Node.IsLeader() {
+			return m
+		}
+	}
+	return nil
+}
+
+// WaitLeader waits until some running node is leader.
+func (c *Cluster) WaitLeader(ctx context.Context) (*Member, error) {
+	var l *Member
+	err := c.waitFor(ctx, "a raft leader", func() bool { l = c.Leader(); return l != nil })
+	return l, err
+}
+
+// KillNode stops node id as a crash would (no graceful leave).
+func (c *Cluster) KillNode(id blob.NodeID) error {
+	m := c.Member(id)
+	if m == nil {
+		return fmt.Errorf("testcluster: no node %s", id)
+	}
+	if m.Node == nil {
+		return nil
+	}
+	err := m.Node.Close()
+	m.Node = nil
+	return err
+}
+
+// RestartNode starts a killed node again from its data directory, on the
+// same address and ports.
+func (c *Cluster) RestartNode(id blob.NodeID) error {
+	m := c.Member(id)
+	if m == nil {
+		return fmt.Errorf("testcluster: no node %s", id)
+	}
+	if m.Node != nil {
+		return nil
+	}
+	return c.start(m)
+}
+
+// KillRegion kills every node of region r.
+func (c *Cluster) KillRegion(r blob.Region) error {
+	var errs []error
+	for _, m := range c.Members() {
+		if m.Region == r {
+			errs = append(errs, c.KillNode(m.ID))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RestartRegion restarts every killed node of region r.
+func (c *Cluster) RestartRegion(r blob.Region) error {
+	var errs []error
+	for _, m := range c.Members() {
+		if m.Region == r {
+			errs = append(errs, c.RestartNode(m.ID))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Partition cuts region r off from the other regions: no traffic of any
+// kind passes between them, in either direction, until Heal. Nodes inside
+// r still reach each other, and clients still reach every node.
+func (c *Cluster) Partition(r blob.Region) {
+	var inside, outside []string
+	for _, m := range c.Members() {
+		if m.Region == r {
+			inside = append(inside, m.IP)
+		} else {
+			outside = append(outside, m.IP)
+		}
+	}
+	for _, m := range c.Members() {
+		if m.Region == r {
+			m.Net.Block(outside...)
+		} else {
+			m.Net.Block(inside...)
+		}
+	}
+}
+
+// Heal removes every partition.
+func (c *Cluster) Heal() {
+	for _, m := range c.Members() {
+		m.Net.Heal()
+	}
+}
+
+// Close stops every node and removes the data unless Options.Dir was given.
+func (c *Cluster) Close() error {
+	var errs []error
+	for _, m := range c.Members() {
+		errs = append(errs, c.KillNode(m.ID))
+	}
+	if c.ownDir {
+		errs = append(errs, os.RemoveAll(c.opts.Dir))
+	}
+	return errors.Join(errs...)
+}
