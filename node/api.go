@@ -311,7 +311,11 @@ func (n *Node) handleInternalBlob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	b, err := n.meta.Blob(id)
+	b, err := n.leaderBlob(r.Context(), id)
+	if errors.Is(err, raftstore.ErrNotLeader) {
+		writeJSON(w, http.StatusMisdirectedRequest, blob.Error{Code: "not_leader", Message: err.Error()})
+		return
+	}
 	if err != nil {
 		writeError(w, err)
 		return

@@ -51,7 +51,7 @@ func (n *Node) Cluster(ctx context.Context) api.ClusterInfo {
 		ci.UsedBytes += ni.UsedBytes
 	}
 	ci.Regions = placement.Regions(layout.PlacementNodes())
-	ci.ToleratesRegionLoss, ci.Warnings = n.guarantee(layout, voters)
+	ci.ToleratesRegionLoss, ci.Warnings = n.guarantee(layout, voters, ci.Nodes)
 	for _, ni := range ci.Nodes {
 		if ni.State != api.StateAlive {
 			ci.Warnings = append(ci.Warnings, fmt.Sprintf("node %s (%s) is %s", ni.ID, ni.Region, ni.State))
@@ -63,30 +63,49 @@ func (n *Node) Cluster(ctx context.Context) api.ClusterInfo {
 	return ci
 }
 
-// guarantee decides whether the cluster survives losing any one region:
-// placement must be able to keep at most m shards per region, and the
-// voters outside every region must still be a majority.
-func (n *Node) guarantee(layout raftstore.Layout, voters map[blob.NodeID]bool) (bool, []string) {
+// guarantee decides whether the cluster, as it is now, survives losing
+// one more region: the live nodes must span enough regions to keep at most
+// m shards per region, and the live voters outside every region must still
+// be a majority of all voters. A region that is down therefore voids the
+// guarantee until it returns (or, later, until repair restores it).
+func (n *Node) guarantee(layout raftstore.Layout, voters map[blob.NodeID]bool, nodes []api.NodeInfo) (bool, []string) {
 	var warns []string
 	ok := true
-	regions := placement.Regions(layout.PlacementNodes())
-	if !n.policy.ToleratesRegionLoss(layout.PlacementNodes()) {
-		ok = false
-		warns = append(warns, fmt.Sprintf("%d region(s) cannot hold %d+%d shards with at most %d per region: losing a region can lose data (need %d regions)",
-			len(regions), n.cfg.K, n.cfg.M, n.cfg.M, (n.cfg.K+2*n.cfg.M-1)/n.cfg.M))
+	alive := map[blob.NodeID]bool{}
+	for _, ni := range nodes {
+		alive[ni.ID] = ni.State != api.StateDead
 	}
-	total := 0
-	perRegion := map[blob.Region]int{}
+	var live []placement.Node
 	for _, m := range layout.Nodes {
-		if voters[m.ID] {
-			total++
-			perRegion[m.Region]++
+		if alive[m.ID] {
+			live = append(live, m.Node)
 		}
 	}
-	for _, r := range regions {
-		if total-perRegion[r] <= total/2 {
+	if down := len(placement.Regions(layout.PlacementNodes())) - len(placement.Regions(live)); down > 0 {
+		warns = append(warns, fmt.Sprintf("%d region(s) entirely down: new chunks are spread over the remaining regions", down))
+	}
+	if !n.policy.ToleratesRegionLoss(live) {
+		ok = false
+		warns = append(warns, fmt.Sprintf("live nodes span %d region(s); %d+%d with at most %d shards per region needs %d: losing a region can lose data",
+			len(placement.Regions(live)), n.cfg.K, n.cfg.M, n.cfg.M, (n.cfg.K+2*n.cfg.M-1)/n.cfg.M))
+	}
+	total := 0
+	liveIn := map[blob.Region]int{}
+	liveVoters := 0
+	for _, m := range layout.Nodes {
+		if !voters[m.ID] {
+			continue
+		}
+		total++
+		if alive[m.ID] {
+			liveVoters++
+			liveIn[m.Region]++
+		}
+	}
+	for _, r := range placement.Regions(live) {
+		if liveVoters-liveIn[r] <= total/2 {
 			ok = false
-			warns = append(warns, fmt.Sprintf("losing region %s would lose the raft quorum (%d of %d voters there)", r, perRegion[r], total))
+			warns = append(warns, fmt.Sprintf("losing region %s would lose the raft quorum (%d of %d live voters are there, %d needed)", r, liveIn[r], liveVoters, total/2+1))
 		}
 	}
 	return ok, warns

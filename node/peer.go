@@ -151,26 +151,51 @@ func (n *Node) leader() (raftstore.Member, error) {
 	return raftstore.Member{}, fmt.Errorf("%w: leader %s has no known address", raftstore.ErrNotLeader, id)
 }
 
-// lookup returns blob id's record, asking the leader when the local
-// replica does not have it yet (a put acknowledged elsewhere a moment ago).
+// lookup returns blob id's record. A local miss is not trusted — this
+// replica may lag a put acknowledged elsewhere a moment ago, even across a
+// leader change — so it is confirmed by the leader after a raft barrier.
+// While no leader can be reached the answer is ErrUnavailable, never
+// ErrNotFound.
 func (n *Node) lookup(ctx context.Context, id blob.ID) (*raftstore.Blob, error) {
 	b, err := n.meta.Blob(id)
-	if !errors.Is(err, blob.ErrNotFound) || n.meta.IsLeader() {
+	if !errors.Is(err, blob.ErrNotFound) {
 		return b, err
 	}
-	leader, lerr := n.leader()
-	if lerr != nil {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for {
+		b, err = n.lookupAtLeader(ctx, id)
+		if !errors.Is(err, raftstore.ErrNotLeader) && !errors.Is(err, blob.ErrUnavailable) {
+			return b, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: cannot confirm blob %s with a raft leader: %v", blob.ErrUnavailable, id, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) lookupAtLeader(ctx context.Context, id blob.ID) (*raftstore.Blob, error) {
+	if n.meta.IsLeader() {
+		return n.leaderBlob(ctx, id)
+	}
+	leader, err := n.leader()
+	if err != nil {
 		return nil, err
 	}
-	req, rerr := http.NewRequestWithContext(ctx, http.MethodGet, leader.API+"/internal/blobs/"+id.String(), nil)
-	if rerr != nil {
-		return nil, rerr
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, leader.API+"/internal/blobs/"+id.String(), nil)
+	if err != nil {
+		return nil, err
 	}
-	resp, rerr := n.peers.Do(req)
-	if rerr != nil {
-		return nil, err // leader unreachable: the local answer stands
+	resp, err := n.peers.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: leader %s: %v", blob.ErrUnavailable, leader.ID, err)
 	}
 	defer drain(resp)
+	if resp.StatusCode == http.StatusMisdirectedRequest {
+		return nil, raftstore.ErrNotLeader
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, readError(resp)
 	}
@@ -179,6 +204,19 @@ func (n *Node) lookup(ctx context.Context, id blob.ID) (*raftstore.Blob, error) 
 		return nil, err
 	}
 	return &rb, nil
+}
+
+// leaderBlob answers a lookup on the leader: its replica is complete once
+// a barrier has passed.
+func (n *Node) leaderBlob(ctx context.Context, id blob.ID) (*raftstore.Blob, error) {
+	b, err := n.meta.Blob(id)
+	if !errors.Is(err, blob.ErrNotFound) {
+		return b, err
+	}
+	if err := n.meta.Barrier(ctx); err != nil {
+		return nil, err
+	}
+	return n.meta.Blob(id)
 }
 
 // member resolves a node ID to its addresses: gossip first (freshest),

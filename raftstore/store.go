@@ -191,6 +191,26 @@ func (s *Store) Leader() blob.NodeID {
 // IsLeader reports whether this node is the leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 
+// Barrier waits until this node, which must be the leader, has applied
+// every entry committed before the call, including those of earlier
+// leaders. A miss after Barrier is authoritative.
+func (s *Store) Barrier(ctx context.Context) error {
+	if !s.IsLeader() {
+		return ErrNotLeader
+	}
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if err := s.raft.Barrier(timeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return err
+	}
+	return nil
+}
+
 // Close stops raft and closes the DB. It does not leave the cluster: a
 // closed node is, to its peers, a dead one that may come back.
 func (s *Store) Close() error {

@@ -1,0 +1,123 @@
+// Command atoll is the Atoll server and command-line client.
+//
+//	atoll server --data DIR --region NAME --bind IP [--zone NAME] [--join IP,...] [--bootstrap-expect N]
+//	atoll put  [--server URL] FILE|-
+//	atoll get  [--server URL] ID [-o FILE]
+//	atoll stat [--server URL] [--json] ID
+//	atoll rm   [--server URL] ID
+//	atoll cluster [--server URL] [--json]
+//	atoll dev
+//	atoll demo
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/client"
+)
+
+const usage = `atoll — a geo-redundant blob store
+
+usage:
+  atoll server --data DIR --region NAME --bind IP [--zone NAME] [--join IP,...] [--bootstrap-expect N]
+  atoll put  [--server URL] FILE|-        store a file, print its ID
+  atoll get  [--server URL] ID [-o FILE]  fetch a blob to FILE or stdout
+  atoll stat [--server URL] [--json] ID   size, chunks, and the health of every shard
+  atoll rm   [--server URL] ID            delete a blob
+  atoll cluster [--server URL] [--json]   regions, nodes, raft leader and voters, guarantees
+  atoll dev                               run a 3-region x 3-node cluster in this process
+  atoll demo                              show a region being lost without losing data
+
+--server defaults to $ATOLL_SERVER, else http://127.0.0.1:8700.
+Run "atoll COMMAND -h" for a command's flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmds := map[string]func([]string) error{
+		"server": cmdServer, "put": cmdPut, "get": cmdGet, "stat": cmdStat, "rm": cmdRm,
+		"cluster": cmdCluster, "dev": cmdDev, "demo": cmdDemo,
+	}
+	name, args := os.Args[1], os.Args[2:]
+	if name == "-h" || name == "--help" || name == "help" {
+		fmt.Print(usage)
+		return
+	}
+	cmd, ok := cmds[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "atoll: unknown command %q\n\n%s", name, usage)
+		os.Exit(2)
+	}
+	if err := cmd(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(os.Stderr, "atoll %s: %v\n", name, err)
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "atoll %s: %s\n", name, describe(err))
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// describe turns an error into one line a person can act on.
+func describe(err error) string {
+	switch {
+	case errors.Is(err, client.ErrNoNodes):
+		return "server unreachable: " + err.Error()
+	case errors.Is(err, blob.ErrNotFound):
+		return "not found: " + err.Error()
+	}
+	return err.Error()
+}
+
+// parse parses flags that may come before or after positional arguments.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "-" || !strings.HasPrefix(args[0], "-") {
+			pos = append(pos, args[0])
+			args = args[1:]
+			continue
+		}
+	}
+}
+
+func serverFlag(fs *flag.FlagSet) *string {
+	def := os.Getenv("ATOLL_SERVER")
+	if def == "" {
+		def = "http://127.0.0.1:8700"
+	}
+	return fs.String("server", def, "server URL (several may be given, comma-separated)")
+}
+
+func newClient(server string) *client.Client { return client.New(strings.Split(server, ",")...) }
+
+func parseID(s string) (blob.ID, error) {
+	id, err := blob.ParseID(s)
+	if err != nil {
+		return id, usagef("%v", err)
+	}
+	return id, nil
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/node"
+)
+
+func cmdServer(args []string) error {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	var cfg node.Config
+	var region, zone, id, join, level string
+	fs.StringVar(&cfg.Dir, "data", "", "data directory (required)")
+	fs.StringVar(&region, "region", "", "region (jurisdiction) of this node (required)")
+	fs.StringVar(&cfg.Bind, "bind", "", "IP address to listen on (required)")
+	fs.StringVar(&zone, "zone", "", "zone (failure domain) inside the region")
+	fs.StringVar(&join, "join", "", "comma-separated IPs (or IP:port) of other nodes' gossip")
+	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 1, "form the cluster once this many nodes have joined")
+	fs.StringVar(&id, "id", "", "node ID (default: generated once and kept in the data directory)")
+	fs.IntVar(&cfg.APIPort, "api-port", node.DefaultAPIPort, "HTTP API port")
+	fs.IntVar(&cfg.GossipPort, "gossip-port", node.DefaultGossipPort, "gossip port")
+	fs.IntVar(&cfg.RaftPort, "raft-port", node.DefaultRaftPort, "raft port")
+	fs.IntVar(&cfg.K, "k", 6, "data shards per chunk (cluster-wide)")
+	fs.IntVar(&cfg.M, "m", 3, "parity shards per chunk (cluster-wide)")
+	fs.IntVar(&cfg.ChunkSize, "chunk-size", 4<<20, "chunk size in bytes")
+	fs.Int64Var(&cfg.MaxBlobSize, "max-blob-size", 1<<40, "largest accepted upload in bytes")
+	fs.Float64Var(&cfg.Weight, "capacity", 1, "relative capacity weight of this node")
+	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected arguments %q", pos)
+	}
+	if cfg.Dir == "" || region == "" || cfg.Bind == "" {
+		return usagef("--data, --region and --bind are required")
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return usagef("--log-level: %v", err)
+	}
+	cfg.Region, cfg.Zone, cfg.ID = blob.Region(region), blob.Zone(zone), blob.NodeID(id)
+	if join != "" {
+		cfg.Join = strings.Split(join, ",")
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+	cfg.LogOutput = os.Stderr
+	n, err := node.Start(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "atoll server %s listening on %s\n", n.ID(), n.URL())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	fmt.Fprintln(os.Stderr, "shutting down")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return n.Shutdown(ctx)
+}
