@@ -73,7 +73,7 @@ func (n *Node) guarantee(layout raftstore.Layout, voters map[blob.NodeID]bool, n
 	ok := true
 	alive := map[blob.NodeID]bool{}
 	for _, ni := range nodes {
-		alive[ni.ID] = ni.State != api.StateDead
+		alive[ni.ID] = ni.State == api.StateAlive // NB: suspect counts as at risk
 	}
 	var live []placement.Node
 	for _, m := range layout.Nodes {

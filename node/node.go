@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/placement"
@@ -192,6 +193,14 @@ func Start(cfg Config) (*Node, error) {
 		API:  "http://" + ln.Addr().String(),
 		Raft: n.meta.Addr(),
 	}
+	if cfg.GossipPort == 0 {
+		// memberlist picks the port at Create, but the port is part of the
+		// metadata it advertises: pick it first.
+		if cfg.GossipPort, err = freePort(cfg.Bind); err != nil {
+			return fail(err)
+		}
+	}
+	n.self.Gossip = hostPort(cfg.Bind, cfg.GossipPort)
 	if n.gossip, err = newGossip(n.self, cfg.Bind, cfg.GossipPort, cfg.Fast, cfg.LogOutput, cfg.Network); err != nil {
 		return fail(err)
 	}
@@ -204,9 +213,10 @@ func Start(cfg Config) (*Node, error) {
 	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	go n.http.Serve(cfg.Network.Listener(ln))
 
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.joinLoop()
 	go n.controlLoop()
+	go n.reconnectLoop()
 	n.log.Info("node started", "region", cfg.Region, "zone", cfg.Zone, "api", n.self.API, "raft", n.self.Raft, "gossip", n.GossipAddr())
 	return n, nil
 }
@@ -286,6 +296,50 @@ func (n *Node) joinLoop() {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// reconnectLoop re-joins layout members that gossip believes dead.
+// memberlist only talks to nodes it thinks alive, so without this two sides
+// of a healed partition (or a node restarted without --join) would never
+// meet again.
+func (n *Node) reconnectLoop() {
+	defer n.wg.Done()
+	every := 5 * time.Second
+	if n.cfg.Fast {
+		every = time.Second
+	}
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(every):
+		}
+		l, err := n.meta.Layout()
+		if err != nil {
+			continue
+		}
+		var dead []string
+		for _, m := range l.Nodes {
+			if m.ID != n.cfg.ID && m.Gossip != "" && n.gossip.state(m.ID) == api.StateDead {
+				dead = append(dead, m.Gossip)
+			}
+		}
+		if len(dead) > 0 {
+			if k, err := n.gossip.join(dead); k > 0 {
+				n.log.Info("reconnected to nodes thought dead", "count", k, "err", err)
+			}
+		}
+	}
+}
+
+// freePort asks the kernel for an unused TCP port on ip.
+func freePort(ip string) (int, error) {
+	l, err := net.Listen("tcp", hostPort(ip, 0))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // controlLoop forms the cluster and, on the leader, keeps the layout and

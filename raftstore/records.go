@@ -31,7 +31,8 @@ type Chunk struct {
 type Member struct {
 	placement.Node
 	API  string `json:"api"`  // base URL of the node's HTTP API
-	Raft string `json:"raft"` // host:port of the node's raft transport
+	Raft   string `json:"raft"`   // host:port of the node's raft transport
+	Gossip string `json:"gossip"` // host:port of the node's gossip
 }
 
 // Layout is the replicated cluster layout. Version grows with every change.

@@ -1,0 +1,382 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/client"
+	"golang.org/x/sync/errgroup"
+)
+
+const chunk = 32 << 10 // small chunks: many-chunk blobs stay cheap under -race
+
+func start(t *testing.T, opts Options) *Cluster {
+	t.Helper()
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = chunk
+	}
+	c, err := Start(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func randBytes(r *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// corpus returns blobs with the sizes that matter: empty, tiny, around a
+// chunk boundary, several chunks, and random ones.
+func corpus(seed uint64, count int) [][]byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	sizes := []int{0, 1, 2, chunk - 1, chunk, chunk + 1, 2 * chunk, 3*chunk + 17, 10 * chunk}
+	for len(sizes) < count {
+		sizes = append(sizes, r.IntN(6*chunk))
+	}
+	out := make([][]byte, len(sizes))
+	for i, n := range sizes {
+		out[i] = randBytes(r, n)
+	}
+	return out
+}
+
+// putAll stores blobs with some concurrency and returns their IDs.
+func putAll(t *testing.T, cl *client.Client, blobs [][]byte) []blob.ID {
+	t.Helper()
+	ids := make([]blob.ID, len(blobs))
+	var g errgroup.Group
+	g.SetLimit(4)
+	for i, b := range blobs {
+		g.Go(func() error {
+			id, err := cl.Put(context.Background(), bytes.NewReader(b))
+			if err != nil {
+				return fmt.Errorf("put #%d (%d bytes): %w", i, len(b), err)
+			}
+			if want := blob.Sum(b); id != want {
+				return fmt.Errorf("put #%d: id %s, want BLAKE3 of content %s", i, id, want)
+			}
+			ids[i] = id
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func getBytes(cl *client.Client, id blob.ID) ([]byte, error) {
+	rc, err := cl.Get(context.Background(), id)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// verifyAll reads every blob back and compares bytes.
+func verifyAll(t *testing.T, cl *client.Client, ids []blob.ID, blobs [][]byte) {
+	t.Helper()
+	var g errgroup.Group
+	g.SetLimit(4)
+	for i, id := range ids {
+		g.Go(func() error {
+			got, err := getBytes(cl, id)
+			if err != nil {
+				return fmt.Errorf("get #%d %s: %w", i, id, err)
+			}
+			if !bytes.Equal(got, blobs[i]) {
+				return fmt.Errorf("get #%d %s: %d bytes differ from the %d stored", i, id, len(got), len(blobs[i]))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func regionURLs(c *Cluster, r blob.Region) []string {
+	var out []string
+	for _, m := range c.Members() {
+		if m.Region == r && m.Node != nil {
+			out = append(out, m.Node.URL())
+		}
+	}
+	return out
+}
+
+func otherRegion(c *Cluster, not blob.Region) blob.Region {
+	for _, r := range c.Regions() {
+		if r != not {
+			return r
+		}
+	}
+	return ""
+}
+
+func TestRegionLoss(t *testing.T) {
+	for _, variant := range []string{"leader-region", "follower-region"} {
+		t.Run(variant, func(t *testing.T) {
+			c := start(t, Options{})
+			cl := client.New(c.URLs()...)
+			blobs := corpus(7, 100)
+			ids := putAll(t, cl, blobs)
+
+			leader, err := c.WaitLeader(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			victim := leader.Region
+			if variant == "follower-region" {
+				victim = otherRegion(c, leader.Region)
+			}
+			if err := c.KillRegion(victim); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("killed region %s (leader was %s)", victim, leader.ID)
+			verifyAll(t, cl, ids, blobs)
+
+			// Writes keep working, and every new blob still has all n shards.
+			more := corpus(8, 12)
+			moreIDs := putAll(t, cl, more)
+			verifyAll(t, cl, moreIDs, more)
+			st, err := cl.Stat(context.Background(), moreIDs[len(moreIDs)-1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ch := range st.Chunks {
+				if len(ch.Shards) != 9 {
+					t.Fatalf("chunk written during outage has %d shards, want 9", len(ch.Shards))
+				}
+				for _, s := range ch.Shards {
+					if s.Region == victim || !s.Healthy {
+						t.Fatalf("chunk written during outage has shard %+v", s)
+					}
+				}
+			}
+			ci, err := cl.Cluster(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ci.ToleratesRegionLoss {
+				t.Fatal("cluster claims to tolerate a region loss while a region is down")
+			}
+
+			// The region returns and serves everything, old and new.
+			if err := c.RestartRegion(victim); err != nil {
+				t.Fatal(err)
+			}
+			waitAlive(t, c)
+			back := client.New(regionURLs(c, victim)...)
+			verifyAll(t, back, append(ids, moreIDs...), append(blobs, more...))
+		})
+	}
+}
+
+// waitAlive waits until every node sees every other alive.
+func waitAlive(t *testing.T, c *Cluster) {
+	t.Helper()
+	err := c.waitFor(context.Background(), "all nodes alive", func() bool {
+		for _, m := range c.Members() {
+			ci := m.Node.Cluster(context.Background())
+			if ci.Leader == "" {
+				return false
+			}
+			for _, n := range ci.Nodes {
+				if n.State != api.StateAlive {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// slowReader yields data in small pieces and calls hook once, halfway.
+type slowReader struct {
+	data []byte
+	off  int
+	once sync.Once
+	hook func()
+}
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	if r.off >= len(r.data) {
+		return 0, io.EOF
+	}
+	if r.off >= len(r.data)/2 {
+		r.once.Do(r.hook)
+	}
+	n := copy(p[:min(len(p), 16<<10)], r.data[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func TestKillNodeMidPut(t *testing.T) {
+	for _, variant := range []string{"storage-node", "gateway-node"} {
+		t.Run(variant, func(t *testing.T) {
+			c := start(t, Options{})
+			members := c.Members()
+			gateway := members[0]
+			victim := members[4]
+			if variant == "gateway-node" {
+				victim = gateway
+			}
+			data := randBytes(rand.New(rand.NewPCG(3, 3)), 200*chunk+5)
+			id := blob.Sum(data)
+			cl := client.New(gateway.Node.URL()) // no failover: the put must go through the gateway
+			_, err := cl.Put(context.Background(), &slowReader{data: data, hook: func() {
+				if err := c.KillNode(victim.ID); err != nil {
+					t.Error(err)
+				}
+			}})
+			t.Logf("put with %s killed halfway: err=%v", victim.ID, err)
+			reader := client.New(c.URLs()...)
+			got, gerr := getBytes(reader, id)
+			switch {
+			case err == nil:
+				if gerr != nil || !bytes.Equal(got, data) {
+					t.Fatalf("put succeeded but get returned %d bytes, err %v", len(got), gerr)
+				}
+			case variant == "gateway-node":
+				if !errors.Is(gerr, blob.ErrNotFound) {
+					t.Fatalf("put failed (%v) but get says %v, want not found", err, gerr)
+				}
+			default:
+				t.Fatalf("put failed although only a storage node died: %v", err)
+			}
+			// The cluster goes on: a fresh put and get work.
+			small := []byte("after the kill")
+			sid, err := reader.Put(context.Background(), bytes.NewReader(small))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := getBytes(reader, sid); err != nil || !bytes.Equal(got, small) {
+				t.Fatalf("get after kill: %q %v", got, err)
+			}
+		})
+	}
+}
+
+// shardFiles finds the files of chunk's shards under the cluster's nodes.
+func shardFiles(t *testing.T, c *Cluster, chunkID blob.ID) []string {
+	t.Helper()
+	var out []string
+	for _, m := range c.Members() {
+		matches, err := filepath.Glob(filepath.Join(m.Dir, "shards", "*", chunkID.String()+".*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, matches...)
+	}
+	return out
+}
+
+func TestCorruptShardsDetectedAndSurvived(t *testing.T) {
+	c := start(t, Options{})
+	cl := client.New(c.URLs()...)
+	data := randBytes(rand.New(rand.NewPCG(5, 5)), 5*chunk+123)
+	id, err := cl.Put(context.Background(), bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cl.Stat(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Damage m=3 shards of the first chunk in three different ways.
+	files := shardFiles(t, c, st.Chunks[0].ID)
+	if len(files) != 9 {
+		t.Fatalf("found %d shard files, want 9", len(files))
+	}
+	flip := func(p string, off int64) {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := make([]byte, 1)
+		f.ReadAt(b, off)
+		b[0] ^= 0x40
+		f.WriteAt(b, off)
+	}
+	flip(files[0], 100) // payload bit rot
+	flip(files[1], 10)  // header damage
+	if err := os.Truncate(files[2], 70); err != nil {
+		t.Fatal(err)
+	}
+	got, err := getBytes(cl, id)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("get with 3 corrupt shards: %d bytes, err %v", len(got), err)
+	}
+	st, err = cl.Stat(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unhealthy := 0
+	for _, s := range st.Chunks[0].Shards {
+		if !s.Healthy {
+			unhealthy++
+		}
+	}
+	if unhealthy != 3 {
+		t.Fatalf("stat reports %d unhealthy shards in chunk 0, want 3: %+v", unhealthy, st.Chunks[0].Shards)
+	}
+	// A fourth bad shard is one too many: the get must fail, not lie.
+	flip(files[3], 200)
+	if got, err := getBytes(cl, id); err == nil && bytes.Equal(got, data) {
+		t.Fatal("get with 4 corrupt shards of 6+3 returned the right bytes: corruption not detected?")
+	} else if err == nil {
+		t.Fatalf("get with 4 corrupt shards returned %d wrong bytes without error", len(got))
+	}
+}
+
+func TestPartitionedRegion(t *testing.T) {
+	c := start(t, Options{})
+	cl := client.New(c.URLs()...)
+	blobs := corpus(11, 20)
+	ids := putAll(t, cl, blobs)
+	leader, err := c.WaitLeader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := otherRegion(c, leader.Region)
+	c.Partition(cut)
+	majority := client.New(regionURLs(c, otherRegion(c, cut))...)
+	verifyAll(t, majority, ids, blobs)
+	more := corpus(12, 5)
+	moreIDs := putAll(t, majority, more)
+
+	// The cut-off region has no quorum and too few shards: it must refuse,
+	// never acknowledge a write it cannot make durable.
+	isolated := client.New(regionURLs(c, cut)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := isolated.Put(ctx, bytes.NewReader([]byte("from the isolated region"))); err == nil {
+		t.Fatal("a put inside a partitioned region was acknowledged")
+	}
+	c.Heal()
+	waitAlive(t, c)
+	verifyAll(t, isolated, append(ids, moreIDs...), append(blobs, more...))
+}
