@@ -30,8 +30,10 @@ type gossip struct {
 	mu      sync.Mutex
 	members map[blob.NodeID]*memberInfo
 	// failures remembers data-path errors: a node gossip still calls alive
-	// but that failed a request recently is reported (and ranked) as suspect.
-	failures map[blob.NodeID]time.Time
+	// but that failed a request within suspectFor, and has not answered one
+	// since, is reported (and ranked) as suspect.
+	failures   map[blob.NodeID]time.Time
+	suspectFor time.Duration
 }
 
 type memberInfo struct {
@@ -41,7 +43,10 @@ type memberInfo struct {
 }
 
 func newGossip(self raftstore.Member, bind string, port int, fast bool, logOut io.Writer, network *Network) (*gossip, error) {
-	g := &gossip{members: map[blob.NodeID]*memberInfo{}, failures: map[blob.NodeID]time.Time{}}
+	g := &gossip{members: map[blob.NodeID]*memberInfo{}, failures: map[blob.NodeID]time.Time{}, suspectFor: 10 * time.Second}
+	if fast {
+		g.suspectFor = 2 * time.Second
+	}
 	meta, err := json.Marshal(self)
 	if err != nil {
 		return nil, err
@@ -132,7 +137,7 @@ func (g *gossip) state(id blob.NodeID) string {
 	switch {
 	case m == nil || !m.alive:
 		return api.StateDead
-	case time.Since(g.failures[id]) < suspectFor:
+	case time.Since(g.failures[id]) < g.suspectFor:
 		return api.StateSuspect
 	}
 	return api.StateAlive
@@ -149,13 +154,19 @@ func (g *gossip) member(id blob.NodeID) (raftstore.Member, bool) {
 	return m.Member, true
 }
 
-// suspectFor is how long a data-path failure marks a node suspect.
-const suspectFor = 10 * time.Second
-
 // failed records a data-path failure talking to id.
 func (g *gossip) failed(id blob.NodeID) {
 	g.mu.Lock()
 	g.failures[id] = time.Now()
+	g.mu.Unlock()
+}
+
+// succeeded records that id answered a data-path request.
+func (g *gossip) succeeded(id blob.NodeID) {
+	g.mu.Lock()
+	if _, ok := g.failures[id]; ok {
+		delete(g.failures, id)
+	}
 	g.mu.Unlock()
 }
 

@@ -43,6 +43,7 @@ func (n *Node) writeShard(ctx context.Context, m raftstore.Member, h erasure.Hea
 		return fmt.Errorf("%w: node %s: %v", blob.ErrUnavailable, m.ID, err)
 	}
 	defer drain(resp)
+	n.gossip.succeeded(m.ID)
 	if resp.StatusCode != http.StatusNoContent {
 		return fmt.Errorf("node %s: %w", m.ID, readError(resp))
 	}
@@ -66,6 +67,7 @@ func (n *Node) readShard(ctx context.Context, m raftstore.Member, chunk blob.ID,
 		return nil, fmt.Errorf("%w: node %s: %v", blob.ErrUnavailable, m.ID, err)
 	}
 	defer drain(resp)
+	n.gossip.succeeded(m.ID)
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("node %s: %w", m.ID, readError(resp))
 	}

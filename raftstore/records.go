@@ -30,7 +30,7 @@ type Chunk struct {
 // Member is a node of the cluster layout.
 type Member struct {
 	placement.Node
-	API  string `json:"api"`  // base URL of the node's HTTP API
+	API    string `json:"api"`    // base URL of the node's HTTP API
 	Raft   string `json:"raft"`   // host:port of the node's raft transport
 	Gossip string `json:"gossip"` // host:port of the node's gossip
 }
