@@ -53,6 +53,11 @@ func ParseID(s string) (ID, error) {
 	if err != nil || n != len(id) {
 		return id, fmt.Errorf("%w: %q is not base32", ErrInvalidID, truncate(s))
 	}
+	if id.String() != s {
+		// NB: the last character carries 4 unused bits; only the canonical
+		// form is an ID, so that one ID has one name.
+		return id, fmt.Errorf("%w: %q is not in canonical form", ErrInvalidID, truncate(s))
+	}
 	return id, nil
 }
 

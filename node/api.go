@@ -47,6 +47,9 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("POST /internal/apply", n.handleApply)
 	mux.HandleFunc("GET /internal/blobs/{id}", n.handleInternalBlob)
 	mux.HandleFunc("GET /internal/info", n.handleInfo)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, blob.Error{Code: "not_found", Message: fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)})
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n.closing.Load() {
 			w.Header().Set("Connection", "close")

@@ -1,0 +1,219 @@
+package testcluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/client"
+)
+
+func blobCount(t *testing.T, cl *client.Client) int {
+	t.Helper()
+	ci, err := cl.Cluster(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ci.Blobs
+}
+
+func httpError(t *testing.T, resp *http.Response) (int, string) {
+	t.Helper()
+	defer resp.Body.Close()
+	var e blob.Error
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		t.Fatalf("error body is not JSON: %v", err)
+	}
+	return resp.StatusCode, e.Code
+}
+
+func TestBadInput(t *testing.T) {
+	c := start(t, Options{MaxBlobSize: 100 << 10})
+	url := c.URLs()[0]
+	cl := client.New(c.URLs()...)
+	ctx := context.Background()
+
+	t.Run("unknown id", func(t *testing.T) {
+		_, err := cl.Get(ctx, blob.Sum([]byte("never stored")))
+		if !errors.Is(err, blob.ErrNotFound) {
+			t.Fatalf("get unknown = %v, want not found", err)
+		}
+		if _, err := cl.Stat(ctx, blob.Sum([]byte("never stored"))); !errors.Is(err, blob.ErrNotFound) {
+			t.Fatalf("stat unknown = %v", err)
+		}
+		if err := cl.Delete(ctx, blob.Sum([]byte("never stored"))); !errors.Is(err, blob.ErrNotFound) {
+			t.Fatalf("delete unknown = %v", err)
+		}
+	})
+	t.Run("malformed id", func(t *testing.T) {
+		for _, bad := range []string{"abc", strings.Repeat("!", 52), strings.Repeat("a", 53), "../../etc/passwd"} {
+			resp, err := http.Get(url + "/v1/blobs/" + bad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status, code := httpError(t, resp); status != 400 && status != 404 {
+				t.Fatalf("GET %q: %d %s", bad, status, code)
+			}
+		}
+		for _, bad := range []string{strings.Repeat("1", 52), strings.Repeat("7", 52), strings.ToUpper(blob.Sum(nil).String())} {
+			resp, err := http.Get(url + "/v1/blobs/" + bad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status, code := httpError(t, resp); status != 400 || code != "invalid_id" {
+				t.Fatalf("id %q: %d %s, want 400 invalid_id", bad, status, code)
+			}
+		}
+	})
+	t.Run("too large", func(t *testing.T) {
+		before := blobCount(t, cl)
+		big := bytes.Repeat([]byte{1}, 200<<10)
+		// With a Content-Length: refused before any byte is stored.
+		if _, err := cl.Put(ctx, bytes.NewReader(big)); !errors.Is(err, blob.ErrTooLarge) {
+			t.Fatalf("put of 200 KiB with a 100 KiB limit = %v", err)
+		}
+		// Streamed without a length: refused once the limit is crossed.
+		if _, err := cl.Put(ctx, io.MultiReader(bytes.NewReader(big))); !errors.Is(err, blob.ErrTooLarge) {
+			t.Fatalf("streamed put of 200 KiB = %v", err)
+		}
+		if after := blobCount(t, cl); after != before {
+			t.Fatalf("blob count %d -> %d after refused puts", before, after)
+		}
+		if _, err := cl.Get(ctx, blob.Sum(big)); !errors.Is(err, blob.ErrNotFound) {
+			t.Fatalf("refused blob is visible: %v", err)
+		}
+	})
+	t.Run("truncated upload", func(t *testing.T) {
+		before := blobCount(t, cl)
+		body := bytes.Repeat([]byte("x"), 70<<10)
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 90<<10)
+		conn.Write(body) // 70 KiB of the promised 90, then the client vanishes
+		conn.(*net.TCPConn).CloseWrite()
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err == nil {
+			if resp.StatusCode < 400 {
+				t.Fatalf("truncated upload answered %s", resp.Status)
+			}
+			resp.Body.Close()
+		}
+		conn.Close()
+		time.Sleep(200 * time.Millisecond)
+		if after := blobCount(t, cl); after != before {
+			t.Fatalf("blob count %d -> %d after a truncated upload", before, after)
+		}
+		if _, err := cl.Get(ctx, blob.Sum(body)); !errors.Is(err, blob.ErrNotFound) {
+			t.Fatalf("the truncated prefix became a blob: %v", err)
+		}
+	})
+	t.Run("bad range", func(t *testing.T) {
+		data := []byte("0123456789")
+		id, err := cl.Put(ctx, bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			rg     string
+			status int
+			body   string
+		}{
+			{"bytes=0-0", 206, "0"}, {"bytes=9-", 206, "9"}, {"bytes=-3", 206, "789"},
+			{"bytes=5-100", 206, "56789"}, {"bytes=10-", 416, ""}, {"bytes=-0", 416, ""},
+			{"bytes=0-", 200, "0123456789"}, {"bytes=3-1", 200, "0123456789"},
+		} {
+			req, _ := http.NewRequest("GET", url+"/v1/blobs/"+id.String(), nil)
+			req.Header.Set("Range", tc.rg)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || (tc.status != 416 && string(b) != tc.body) {
+				t.Errorf("Range %s: %d %q, want %d %q", tc.rg, resp.StatusCode, b, tc.status, tc.body)
+			}
+		}
+	})
+}
+
+func TestShutdownNodeFailsOver(t *testing.T) {
+	c := start(t, Options{})
+	ms := c.Members()
+	cl := client.New(ms[1].Node.URL(), ms[2].Node.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ms[1].Node.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ms[1].Node = nil
+	data := []byte("written while a node shuts down")
+	id, err := cl.Put(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("put with the first node shut down: %v", err)
+	}
+	if got, err := getBytes(cl, id); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("get: %q %v", got, err)
+	}
+}
+
+// TestFullDisk gives one node a 256 KiB disk: puts keep succeeding, the
+// shards that do not fit land elsewhere, and everything reads back.
+func TestFullDisk(t *testing.T) {
+	c := start(t, Options{})
+	victim := c.Members()[4]
+	if err := c.KillNode(victim.ID); err != nil {
+		t.Fatal(err)
+	}
+	shards := filepath.Join(victim.Dir, "shards")
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", shards).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a small tmpfs here (needs root): %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		c.KillNode(victim.ID)
+		exec.Command("umount", shards).Run()
+	})
+	if err := c.RestartNode(victim.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitAlive(t, c)
+	cl := client.New(c.URLs()...)
+	r := rand.New(rand.NewPCG(9, 9))
+	var blobs [][]byte
+	for range 12 {
+		blobs = append(blobs, randBytes(r, 10*chunk)) // ~36 KiB of shards per node each
+	}
+	ids := putAll(t, cl, blobs)
+	verifyAll(t, cl, ids, blobs)
+	if free := freeBytes(shards); free > 64<<10 {
+		t.Fatalf("the small disk still has %d bytes free: the test did not fill it", free)
+	}
+	if entries, _ := os.ReadDir(shards); len(entries) == 0 {
+		t.Fatal("the node with the small disk stored nothing")
+	}
+}
+
+func freeBytes(path string) int64 {
+	var s syscall.Statfs_t
+	if err := syscall.Statfs(path, &s); err != nil {
+		return -1
+	}
+	return int64(s.Bavail) * s.Bsize
+}
