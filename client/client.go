@@ -115,17 +115,17 @@ func (c *Client) getJSON(ctx context.Context, path string, v any) error {
 func (c *Client) Put(ctx context.Context, r io.Reader) (blob.ID, error) {
 	var rewind func() error
 	size := int64(-1)
+	// NB: an *os.File is a Seeker even when it is a pipe; a failing Seek
+	// just means the body cannot be rewound or measured.
 	if s, ok := r.(io.Seeker); ok {
-		start, err := s.Seek(0, io.SeekCurrent)
-		if err == nil {
+		if start, err := s.Seek(0, io.SeekCurrent); err == nil {
 			if end, err := s.Seek(0, io.SeekEnd); err == nil {
 				size = end - start
 			}
-			_, err = s.Seek(start, io.SeekStart)
+			if _, err := s.Seek(start, io.SeekStart); err != nil {
+				return blob.ID{}, err
+			}
 			rewind = func() error { _, err := s.Seek(start, io.SeekStart); return err }
-		}
-		if err != nil {
-			return blob.ID{}, err
 		}
 	}
 	resp, err := c.do(ctx, func(base string) (*http.Request, error) {
