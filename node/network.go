@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/atollstore/atoll/raftstore"
 	"github.com/hashicorp/memberlist"
-	"github.com/hashicorp/raft"
 )
 
 // Network is a node's view of which peers it can reach. By default every
@@ -141,7 +141,7 @@ type raftLayer struct {
 }
 
 // RaftStreamLayer listens on bind for raft traffic through n.
-func (n *Network) RaftStreamLayer(bind string) (raft.StreamLayer, error) {
+func (n *Network) RaftStreamLayer(bind string) (raftstore.StreamLayer, error) {
 	l, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
@@ -149,7 +149,7 @@ func (n *Network) RaftStreamLayer(bind string) (raft.StreamLayer, error) {
 	return &raftLayer{Listener: n.Listener(l), net: n}, nil
 }
 
-func (l *raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+func (l *raftLayer) Dial(addr string, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return l.net.DialContext(ctx, "tcp", string(addr))

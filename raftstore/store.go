@@ -47,7 +47,20 @@ type Options struct {
 	LogOutput io.Writer // raft's own log; nil discards
 	// Stream, if set, carries raft's traffic instead of a plain TCP
 	// listener on Bind (testcluster uses it to cut links).
-	Stream raft.StreamLayer
+	Stream StreamLayer
+}
+
+// StreamLayer is a listener plus a dialer for raft's connections.
+type StreamLayer interface {
+	net.Listener
+	Dial(addr string, timeout time.Duration) (net.Conn, error)
+}
+
+// streamAdapter presents a StreamLayer to raft.
+type streamAdapter struct{ StreamLayer }
+
+func (s streamAdapter) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return s.StreamLayer.Dial(string(addr), timeout)
 }
 
 // Store is a node's replica of the metadata.
@@ -104,7 +117,7 @@ func (s *Store) start(opts Options, dir string) error {
 	var trans *raft.NetworkTransport
 	if opts.Stream != nil {
 		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream: opts.Stream, MaxPool: 8, Timeout: 5 * time.Second, Logger: hclogger(opts.LogOutput, "transport"),
+			Stream: streamAdapter{opts.Stream}, MaxPool: 8, Timeout: 5 * time.Second, Logger: hclogger(opts.LogOutput, "transport"),
 		})
 	} else if trans, err = raft.NewTCPTransportWithLogger(opts.Bind, addr, 8, 5*time.Second, hclogger(opts.LogOutput, "transport")); err != nil {
 		return fmt.Errorf("raftstore: listen %s: %w", opts.Bind, err)

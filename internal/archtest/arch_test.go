@@ -1,0 +1,92 @@
+package archtest
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/atollstore/atoll/"
+
+// allowed lists, for each package, the project packages it may import.
+// The order is the layering: blob < erasure, placement < raftstore < node
+// < testcluster < cmd, with api and client on the side.
+var allowed = map[string][]string{
+	"blob":              {},
+	"erasure":           {"blob"},
+	"placement":         {"blob"},
+	"api":               {"blob"},
+	"raftstore":         {"blob", "placement"},
+	"client":            {"blob", "api"},
+	"node":              {"blob", "erasure", "placement", "raftstore", "api"},
+	"testcluster":       {"blob", "node"},
+	"cmd/atoll":         {"blob", "api", "client", "node", "testcluster"},
+	"internal/archtest": {},
+}
+
+// owners lists the only project packages that may import each library.
+var owners = map[string][]string{
+	"github.com/hashicorp/raft":        {"raftstore"},
+	"github.com/dgraph-io/badger/v4":   {"raftstore"},
+	"github.com/hashicorp/memberlist":  {"node"},
+	"github.com/klauspost/reedsolomon": {"erasure"},
+}
+
+type pkg struct {
+	ImportPath string
+	Imports    []string
+	Doc        string
+	Name       string
+}
+
+func list(t *testing.T) []pkg {
+	out, err := exec.Command("go", "list", "-json", mod+"...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	var pkgs []pkg
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+func TestLayering(t *testing.T) {
+	for _, p := range list(t) {
+		name := strings.TrimPrefix(p.ImportPath, mod)
+		ok, known := allowed[name]
+		if !known {
+			t.Errorf("package %s is not in the layering table: add it to allowed (and to ARCHITECTURE.md)", name)
+			continue
+		}
+		for _, imp := range p.Imports {
+			if dep, isOurs := strings.CutPrefix(imp, mod); isOurs && !slices.Contains(ok, dep) {
+				t.Errorf("%s imports %s, which the layering forbids", name, dep)
+			}
+			for lib, who := range owners {
+				if strings.HasPrefix(imp, lib) && !slices.Contains(who, name) {
+					t.Errorf("%s imports %s; only %v may", name, imp, who)
+				}
+			}
+		}
+		// NB: hashicorp/raft v1.8.0 itself imports "testing" (its exported
+		// helpers in testing.go), so binaries link it anyway; we can only
+		// keep our own production code from importing it.
+		if slices.Contains(p.Imports, "testing") {
+			t.Errorf("%s imports the testing package in production code", name)
+		}
+		if p.Doc == "" {
+			t.Errorf("package %s has no package doc comment", name)
+		}
+	}
+}
