@@ -45,6 +45,9 @@ type Options struct {
 	Fast      bool
 	Logger    *slog.Logger
 	LogOutput io.Writer // raft's own log; nil discards
+	// SnapshotThreshold and TrailingLogs override raft's snapshot cadence
+	// (defaults 4096 and 8192); tests lower them to exercise snapshots.
+	SnapshotThreshold, TrailingLogs uint64
 	// Stream, if set, carries raft's traffic instead of a plain TCP
 	// listener on Bind (testcluster uses it to cut links).
 	Stream StreamLayer
@@ -127,8 +130,11 @@ func (s *Store) start(opts Options, dir string) error {
 	c := raft.DefaultConfig()
 	c.LocalID = raft.ServerID(opts.NodeID)
 	c.Logger = hclogger(opts.LogOutput, "raft")
-	c.SnapshotThreshold = 4096
-	c.TrailingLogs = 8192
+	c.SnapshotThreshold, c.TrailingLogs = 4096, 8192
+	if opts.SnapshotThreshold > 0 {
+		c.SnapshotThreshold, c.TrailingLogs = opts.SnapshotThreshold, opts.TrailingLogs
+		c.SnapshotInterval = 200 * time.Millisecond
+	}
 	if opts.Fast {
 		c.HeartbeatTimeout = 500 * time.Millisecond
 		c.ElectionTimeout = 500 * time.Millisecond
