@@ -359,22 +359,30 @@ func (n *Node) controlLoop() {
 			n.maybeBootstrap()
 			continue
 		}
+		warned = n.warnIfFragile(warned)
 		if !n.meta.IsLeader() {
 			continue
 		}
 		if err := n.maintainLayout(); err != nil {
 			n.log.Debug("layout upkeep", "err", err)
 		}
-		if l, err := n.meta.Layout(); err == nil && len(l.Nodes) >= n.cfg.BootstrapExpect {
-			tolerates := n.policy.ToleratesRegionLoss(l.PlacementNodes())
-			if !tolerates && !warned {
-				n.log.Warn("cluster layout does NOT tolerate the loss of a region",
-					"regions", len(placement.Regions(l.PlacementNodes())), "k", n.cfg.K, "m", n.cfg.M,
-					"need_regions", (n.cfg.K+n.cfg.M+n.cfg.M-1)/n.cfg.M)
-			}
-			warned = !tolerates
-		}
 	}
+}
+
+// warnIfFragile logs, once per change, when the cluster's layout cannot
+// survive losing a region (for example only two regions for 6+3).
+func (n *Node) warnIfFragile(warned bool) bool {
+	l, err := n.meta.Layout()
+	if err != nil || len(l.Nodes) < n.cfg.BootstrapExpect {
+		return warned
+	}
+	fragile := !n.policy.ToleratesRegionLoss(l.PlacementNodes())
+	if fragile && !warned {
+		n.log.Warn("cluster layout does NOT tolerate the loss of a region",
+			"regions", len(placement.Regions(l.PlacementNodes())), "k", n.cfg.K, "m", n.cfg.M,
+			"regions_needed", (n.cfg.K+2*n.cfg.M-1)/n.cfg.M)
+	}
+	return fragile
 }
 
 // maybeBootstrap forms a new cluster once BootstrapExpect nodes gossip:
