@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 
 	"github.com/atollstore/atoll/blob"
@@ -30,9 +31,13 @@ func benchCluster(b *testing.B) (*Cluster, *client.Client) {
 	return c, client.New(c.URLs()[0])
 }
 
-func stamp(data []byte, i int) {
+// stamps makes every benchmark put unique, across -count runs too.
+var stamps atomic.Uint64
+
+func stamp(data []byte) {
+	s := stamps.Add(1)
 	for off := 0; off < len(data); off += 1 << 20 {
-		binary.LittleEndian.PutUint64(data[off:], uint64(i)+1)
+		binary.LittleEndian.PutUint64(data[off:], s)
 	}
 }
 
@@ -42,10 +47,8 @@ func BenchmarkPut(b *testing.B) {
 		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
 			data := randBytes(rand.New(rand.NewPCG(1, 1)), size)
 			b.SetBytes(int64(size))
-			i := 0
 			for b.Loop() {
-				stamp(data, i)
-				i++
+				stamp(data)
 				if _, err := cl.Put(context.Background(), bytes.NewReader(data)); err != nil {
 					b.Fatal(err)
 				}
