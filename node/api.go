@@ -230,7 +230,7 @@ func (n *Node) handleStat(w http.ResponseWriter, r *http.Request) {
 				defer func() { <-sem }()
 				ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 				defer cancel()
-				_, err := n.readShard(ctx, m, c.ID, si)
+				err := n.checkShard(ctx, m, c.ID, si)
 				ss.Healthy = err == nil
 				if err != nil {
 					ss.Error = err.Error()

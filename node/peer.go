@@ -89,6 +89,34 @@ func (n *Node) readShard(ctx context.Context, m raftstore.Member, chunk blob.ID,
 	return payload, h.Verify(payload)
 }
 
+// checkShard asks node m to verify a shard where it lies (HEAD: nothing
+// but the verdict crosses the network).
+func (n *Node) checkShard(ctx context.Context, m raftstore.Member, chunk blob.ID, index int) error {
+	if m.ID == n.cfg.ID {
+		_, _, err := n.shards.read(chunk, index)
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, shardURL(m, chunk, index), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := n.peers.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: node %s: %v", blob.ErrUnavailable, m.ID, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		code, _ := blob.Code(nil)
+		for _, e := range []error{blob.ErrNotFound, blob.ErrCorrupt, blob.ErrUnavailable} {
+			if c, status := blob.Code(e); status == resp.StatusCode {
+				code = c
+			}
+		}
+		return fmt.Errorf("node %s: %w", m.ID, &blob.Error{Code: code, Status: resp.StatusCode, Message: "shard check: HTTP " + resp.Status})
+	}
+	return nil
+}
+
 // apply commits a metadata command through the leader, forwarding it if
 // this node is not the leader and retrying across elections until ctx ends.
 func (n *Node) apply(ctx context.Context, cmd []byte) (*raftstore.Blob, error) {

@@ -101,11 +101,15 @@ func (s *shardStore) write(chunk blob.ID, index int, r io.Reader) error {
 	if err := f.Close(); err != nil {
 		return diskErr(err)
 	}
+	var replaced int64 // an identical shard rewritten in place (same content, same name)
+	if info, err := os.Stat(final); err == nil {
+		replaced = info.Size()
+	}
 	if err := os.Rename(tmp, final); err != nil {
 		return diskErr(err)
 	}
 	ok = true
-	s.used.Add(int64(erasure.HeaderSize + h.ShardLen))
+	s.used.Add(int64(erasure.HeaderSize+h.ShardLen) - replaced)
 	return syncDir(filepath.Dir(final))
 }
 

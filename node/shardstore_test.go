@@ -41,6 +41,10 @@ func TestShardStoreRoundTripAndRestart(t *testing.T) {
 	if _, _, err := s.read(h.Chunk, 0); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("missing shard: %v", err)
 	}
+	// Rewriting the same shard replaces it and is not counted twice.
+	if err := s.write(h.Chunk, 1, bytes.NewReader(file)); err != nil || s.used.Load() != int64(len(file)) {
+		t.Fatalf("rewrite: used = %d (want %d), err %v", s.used.Load(), len(file), err)
+	}
 	// A crash mid-write leaves a temp file: it is never visible and is
 	// removed at the next open; usage counts only real shards.
 	leftover := filepath.Join(filepath.Dir(s.path(h.Chunk, 1)), "x.1.123.tmp")

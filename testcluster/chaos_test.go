@@ -384,3 +384,43 @@ func TestPartitionedRegion(t *testing.T) {
 	waitAlive(t, c)
 	verifyAll(t, isolated, append(ids, moreIDs...), append(blobs, more...))
 }
+
+func TestIdenticalContentStoredOnce(t *testing.T) {
+	c := start(t, Options{})
+	ctx := context.Background()
+	leader, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := client.New(leader.Node.URL()) // the leader's replica is never behind
+	data := randBytes(rand.New(rand.NewPCG(4, 4)), 7*chunk+3)
+	id1, err := cl.Put(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := cl.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := cl.Put(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := cl.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id1 != id2 || id1 != blob.Sum(data) {
+		t.Fatalf("ids %s, %s; want both %s", id1, id2, blob.Sum(data))
+	}
+	if before.Blobs != 1 || after.Blobs != 1 || after.UsedBytes != before.UsedBytes {
+		t.Fatalf("second put of the same bytes: blobs %d -> %d, disk %d -> %d bytes", before.Blobs, after.Blobs, before.UsedBytes, after.UsedBytes)
+	}
+	// Deleting it once removes it; the shared record is gone for readers.
+	if err := cl.Delete(ctx, id1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Get(ctx, id1); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("get after delete: %v", err)
+	}
+}
