@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
@@ -123,22 +124,38 @@ func (n *Node) fetchChunk(ctx context.Context, b *raftstore.Blob, c raftstore.Ch
 		payload []byte
 		err     error
 	}
-	results := make(chan result, len(cands))
-	start := func(cd candidate) {
+	results := make(chan result, len(cands)) // buffered: stragglers never block
+	shards := make([][]byte, total)
+	next, running, have := 0, 0, 0
+	launch := func() bool {
+		if next == len(cands) {
+			return false
+		}
+		cd := cands[next]
 		go func() {
 			p, err := n.readShard(ctx, cd.m, c.ID, cd.index)
 			results <- result{cd, p, err}
 		}()
-	}
-	shards := make([][]byte, total)
-	next, running, have := 0, 0, 0
-	var errs []error
-	for ; next < len(cands) && next < k; next++ {
-		start(cands[next])
+		next++
 		running++
+		return true
 	}
+	for next < k && launch() {
+	}
+	// Hedge: a shard that has not arrived after HedgeAfter may be behind a
+	// link that drops packets; rather than wait for its timeout, ask the
+	// next candidate too. The first k good answers win.
+	hedge := time.NewTicker(n.cfg.HedgeAfter)
+	defer hedge.Stop()
+	var errs []error
 	for have < k && running > 0 {
-		r := <-results
+		var r result
+		select {
+		case r = <-results:
+		case <-hedge.C:
+			launch()
+			continue
+		}
 		running--
 		if r.err != nil {
 			errs = append(errs, r.err)
@@ -148,11 +165,7 @@ func (n *Node) fetchChunk(ctx context.Context, b *raftstore.Blob, c raftstore.Ch
 			if errors.Is(r.err, blob.ErrCorrupt) {
 				n.log.Warn("corrupt shard; reading another", "chunk", c.ID, "index", r.c.index, "peer", r.c.m.ID, "err", r.err)
 			}
-			if next < len(cands) {
-				start(cands[next])
-				next++
-				running++
-			}
+			launch()
 			continue
 		}
 		shards[r.c.index] = r.payload

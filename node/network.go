@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -15,7 +16,9 @@ import (
 // peer is reachable; testcluster blocks addresses to cut a region off. A
 // blocked peer is unreachable in both directions on every channel — HTTP,
 // raft and gossip — including connections that were already open: each
-// read and write checks, so pooled connections fail too.
+// read and write checks, so pooled connections fail too. A blocked peer
+// fails fast (like a refused connection); a blackholed one hangs until the
+// caller's deadline (like a firewall that drops packets).
 //
 // Outgoing connections are bound to the node's own IP, so the peer sees
 // (and can filter on) the real source.
@@ -23,23 +26,37 @@ type Network struct {
 	local string // IP outgoing connections are bound to
 
 	mu      sync.RWMutex
-	blocked map[string]bool // peer IPs
+	blocked map[string]linkState // peer IPs
 }
+
+type linkState int
+
+const (
+	linkUp linkState = iota
+	linkRefused
+	linkDropped
+)
 
 // NewNetwork returns a Network whose outgoing connections come from localIP.
 func NewNetwork(localIP string) *Network {
-	return &Network{local: localIP, blocked: map[string]bool{}}
+	return &Network{local: localIP, blocked: map[string]linkState{}}
 }
 
 // errBlocked is what traffic to a blocked peer fails with.
 var errBlocked = errors.New("network: peer unreachable (partitioned)")
 
-// Block makes the peers with these IPs unreachable.
-func (n *Network) Block(ips ...string) {
+// Block makes the peers with these IPs unreachable: traffic fails at once.
+func (n *Network) Block(ips ...string) { n.set(linkRefused, ips) }
+
+// Blackhole makes traffic to and from these IPs vanish: calls hang until
+// their deadline.
+func (n *Network) Blackhole(ips ...string) { n.set(linkDropped, ips) }
+
+func (n *Network) set(st linkState, ips []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, ip := range ips {
-		n.blocked[ip] = true
+		n.blocked[ip] = st
 	}
 }
 
@@ -50,9 +67,9 @@ func (n *Network) Heal() {
 	clear(n.blocked)
 }
 
-func (n *Network) isBlocked(addr string) bool {
+func (n *Network) state(addr string) linkState {
 	if n == nil {
-		return false
+		return linkUp
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -63,10 +80,16 @@ func (n *Network) isBlocked(addr string) bool {
 	return n.blocked[host]
 }
 
+func (n *Network) isBlocked(addr string) bool { return n.state(addr) != linkUp }
+
 // DialContext dials addr from the node's IP unless addr is blocked.
 func (n *Network) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	if n.isBlocked(addr) {
+	switch n.state(addr) {
+	case linkRefused:
 		return nil, &net.OpError{Op: "dial", Net: network, Err: errBlocked}
+	case linkDropped:
+		<-ctx.Done() // the SYN is never answered
+		return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
 	}
 	d := net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
 	if n != nil && n.local != "" {
@@ -83,7 +106,7 @@ func (n *Network) wrap(c net.Conn) net.Conn {
 	if n == nil {
 		return c
 	}
-	return &filteredConn{Conn: c, net: n}
+	return &filteredConn{Conn: c, net: n, closed: make(chan struct{})}
 }
 
 // Listener wraps l so that accepted connections from blocked peers fail.
@@ -109,29 +132,80 @@ func (l *filteredListener) Accept() (net.Conn, error) {
 
 type filteredConn struct {
 	net.Conn
-	net *Network
+	net       *Network
+	closeOnce sync.Once
+	closed    chan struct{}
+
+	mu                sync.Mutex
+	readDue, writeDue time.Time
 }
 
-func (c *filteredConn) check() error {
-	if c.net.isBlocked(c.RemoteAddr().String()) {
-		c.Conn.Close()
+// check fails or stalls an operation on a cut link. A stalled one returns
+// a timeout at its deadline, or an error when the conn is closed.
+func (c *filteredConn) check(write bool) error {
+	switch c.net.state(c.RemoteAddr().String()) {
+	case linkRefused:
+		c.Close()
 		return &net.OpError{Op: "read", Net: "tcp", Err: errBlocked}
+	case linkDropped:
+		c.mu.Lock()
+		due := c.readDue
+		if write {
+			due = c.writeDue
+		}
+		c.mu.Unlock()
+		var timeout <-chan time.Time
+		if !due.IsZero() {
+			timeout = time.After(time.Until(due))
+		}
+		select {
+		case <-timeout:
+			return &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		case <-c.closed:
+			return net.ErrClosed
+		}
 	}
 	return nil
 }
 
 func (c *filteredConn) Read(p []byte) (int, error) {
-	if err := c.check(); err != nil {
+	if err := c.check(false); err != nil {
 		return 0, err
 	}
 	return c.Conn.Read(p)
 }
 
 func (c *filteredConn) Write(p []byte) (int, error) {
-	if err := c.check(); err != nil {
+	if err := c.check(true); err != nil {
 		return 0, err
 	}
 	return c.Conn.Write(p)
+}
+
+func (c *filteredConn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+func (c *filteredConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDue, c.writeDue = t, t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *filteredConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDue = t
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *filteredConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.writeDue = t
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // raftLayer is raft's StreamLayer over a filtered listener and dialer.
@@ -178,8 +252,12 @@ func (t *filteredTransport) DialTimeout(addr string, timeout time.Duration) (net
 }
 
 func (t *filteredTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	if t.net.isBlocked(a.Addr) {
+	switch t.net.state(a.Addr) {
+	case linkRefused:
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errBlocked}
+	case linkDropped:
+		time.Sleep(timeout)
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	}
 	c, err := t.NetTransport.DialAddressTimeout(a, timeout)
 	if err != nil {

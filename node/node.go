@@ -60,6 +60,9 @@ type Config struct {
 	MaxBlobSize  int64 // largest accepted upload (default 1 TiB)
 	PutParallel  int   // chunks in flight per put (default 4)
 	ShardTimeout time.Duration
+	// HedgeAfter is how long a get waits on a slow shard before also
+	// asking another node (default 500 ms; 100 ms with Fast).
+	HedgeAfter time.Duration
 
 	Fast      bool         // short timeouts for single-machine clusters
 	Network   *Network     // optional link filter (testcluster)
@@ -99,6 +102,12 @@ func (c *Config) setDefaults() error {
 		c.ShardTimeout = 10 * time.Second
 		if c.Fast {
 			c.ShardTimeout = 3 * time.Second
+		}
+	}
+	if c.HedgeAfter <= 0 {
+		c.HedgeAfter = 500 * time.Millisecond
+		if c.Fast {
+			c.HedgeAfter = 100 * time.Millisecond
 		}
 	}
 	if c.Logger == nil {

@@ -424,3 +424,35 @@ func TestIdenticalContentStoredOnce(t *testing.T) {
 		t.Fatalf("get after delete: %v", err)
 	}
 }
+
+// TestBlackholedRegionCostsLittle: a region whose traffic is silently
+// dropped (not refused) must not stall reads for the per-shard timeout. The
+// timeout here is 60 s, so the reads finish inside the test's 30 s deadline
+// only because gets hedge to other shards.
+func TestBlackholedRegionCostsLittle(t *testing.T) {
+	c := start(t, Options{ShardTimeout: 60 * time.Second})
+	cl := client.New(c.URLs()...)
+	blobs := corpus(13, 15)
+	ids := putAll(t, cl, blobs)
+	leader, err := c.WaitLeader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := otherRegion(c, leader.Region)
+	c.Blackhole(cut)
+	reader := client.New(regionURLs(c, leader.Region)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, id := range ids {
+		rc, err := reader.Get(ctx, id)
+		if err != nil {
+			t.Fatalf("get #%d with region %s blackholed: %v", i, cut, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, blobs[i]) {
+			t.Fatalf("get #%d with region %s blackholed: %d bytes, %v", i, cut, len(got), err)
+		}
+	}
+	c.Heal()
+}

@@ -31,9 +31,10 @@ type Options struct {
 	K, M           int // default 6+3
 	ChunkSize      int // default: node's default
 	MaxBlobSize    int64
-	Dir            string       // parent of the nodes' data dirs; default: a new temp dir, removed by Close
-	Logger         *slog.Logger // default: discard
-	LogOutput      io.Writer    // raft/memberlist logs; default: discard
+	ShardTimeout   time.Duration // per-shard transfer timeout; default: node's
+	Dir            string        // parent of the nodes' data dirs; default: a new temp dir, removed by Close
+	Logger         *slog.Logger  // default: discard
+	LogOutput      io.Writer     // raft/memberlist logs; default: discard
 }
 
 // RegionNames are the names given to regions, in order.
@@ -121,7 +122,7 @@ func (c *Cluster) start(m *Member) error {
 		Dir: m.Dir, ID: m.ID, Region: m.Region, Zone: blob.Zone(fmt.Sprintf("%s-z%d", m.Region, len(seeds)%2+1)),
 		Bind: m.IP, APIPort: m.api, GossipPort: m.gossip, RaftPort: m.raft, EphemeralPorts: true,
 		Join: seeds, BootstrapExpect: len(c.members),
-		K: c.opts.K, M: c.opts.M, ChunkSize: c.opts.ChunkSize, MaxBlobSize: c.opts.MaxBlobSize,
+		K: c.opts.K, M: c.opts.M, ChunkSize: c.opts.ChunkSize, MaxBlobSize: c.opts.MaxBlobSize, ShardTimeout: c.opts.ShardTimeout,
 		Fast: true, Network: m.Net, Logger: c.opts.Logger, LogOutput: c.opts.LogOutput,
 	})
 	if err != nil {
@@ -273,9 +274,17 @@ func (c *Cluster) RestartRegion(r blob.Region) error {
 }
 
 // Partition cuts region r off from the other regions: no traffic of any
-// kind passes between them, in either direction, until Heal. Nodes inside
-// r still reach each other, and clients still reach every node.
-func (c *Cluster) Partition(r blob.Region) {
+// kind passes between them, in either direction, until Heal; attempts fail
+// at once. Nodes inside r still reach each other, and clients still reach
+// every node.
+func (c *Cluster) Partition(r blob.Region) { c.cut(r, (*node.Network).Block) }
+
+// Blackhole cuts region r off like Partition, except that traffic across
+// the cut is silently dropped: calls hang until their timeouts, as behind
+// a firewall that drops packets or a seized data center.
+func (c *Cluster) Blackhole(r blob.Region) { c.cut(r, (*node.Network).Blackhole) }
+
+func (c *Cluster) cut(r blob.Region, block func(*node.Network, ...string)) {
 	var inside, outside []string
 	for _, m := range c.Members() {
 		if m.Region == r {
@@ -286,9 +295,9 @@ func (c *Cluster) Partition(r blob.Region) {
 	}
 	for _, m := range c.Members() {
 		if m.Region == r {
-			m.Net.Block(outside...)
+			block(m.Net, outside...)
 		} else {
-			m.Net.Block(inside...)
+			block(m.Net, inside...)
 		}
 	}
 }
