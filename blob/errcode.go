@@ -1,7 +1,9 @@
 package blob
 
 import (
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 )
 
@@ -48,4 +50,14 @@ func (e *Error) Unwrap() error {
 		}
 	}
 	return nil
+}
+
+// ReadError decodes the error a server sent in resp (a non-2xx response).
+// It reads at most 64 KiB of the body and leaves closing it to the caller.
+func ReadError(resp *http.Response) error {
+	e := &Error{Status: resp.StatusCode}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(e); err != nil || e.Message == "" {
+		e.Message = "HTTP " + resp.Status
+	}
+	return e
 }

@@ -88,11 +88,7 @@ func (c *Client) do(ctx context.Context, mk func(base string) (*http.Request, er
 
 func readError(resp *http.Response) error {
 	defer resp.Body.Close()
-	e := &blob.Error{Status: resp.StatusCode}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(e); err != nil || e.Message == "" {
-		e.Message = "HTTP " + resp.Status
-	}
-	return e
+	return blob.ReadError(resp)
 }
 
 func (c *Client) getJSON(ctx context.Context, path string, v any) error {

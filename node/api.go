@@ -297,15 +297,20 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, err := n.meta.ApplyJSON(r.Context(), cmd)
-	if errors.Is(err, raftstore.ErrNotLeader) {
+	writeLeaderAnswer(w, b, err)
+}
+
+// writeLeaderAnswer answers a request only the leader may serve; 421 tells
+// the caller to find the new leader.
+func writeLeaderAnswer(w http.ResponseWriter, b *raftstore.Blob, err error) {
+	switch {
+	case errors.Is(err, raftstore.ErrNotLeader):
 		writeJSON(w, http.StatusMisdirectedRequest, blob.Error{Code: "not_leader", Message: err.Error()})
-		return
-	}
-	if err != nil {
+	case err != nil:
 		writeError(w, err)
-		return
+	default:
+		writeJSON(w, http.StatusOK, b)
 	}
-	writeJSON(w, http.StatusOK, b)
 }
 
 func (n *Node) handleInternalBlob(w http.ResponseWriter, r *http.Request) {
@@ -315,15 +320,7 @@ func (n *Node) handleInternalBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, err := n.leaderBlob(r.Context(), id)
-	if errors.Is(err, raftstore.ErrNotLeader) {
-		writeJSON(w, http.StatusMisdirectedRequest, blob.Error{Code: "not_leader", Message: err.Error()})
-		return
-	}
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, b)
+	writeLeaderAnswer(w, b, err)
 }
 
 func (n *Node) handleInfo(w http.ResponseWriter, r *http.Request) {

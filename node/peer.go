@@ -45,7 +45,7 @@ func (n *Node) writeShard(ctx context.Context, m raftstore.Member, h erasure.Hea
 	defer drain(resp)
 	n.gossip.succeeded(m.ID)
 	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("node %s: %w", m.ID, readError(resp))
+		return fmt.Errorf("node %s: %w", m.ID, blob.ReadError(resp))
 	}
 	return nil
 }
@@ -69,7 +69,7 @@ func (n *Node) readShard(ctx context.Context, m raftstore.Member, chunk blob.ID,
 	defer drain(resp)
 	n.gossip.succeeded(m.ID)
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("node %s: %w", m.ID, readError(resp))
+		return nil, fmt.Errorf("node %s: %w", m.ID, blob.ReadError(resp))
 	}
 	var hb [erasure.HeaderSize]byte
 	if _, err := io.ReadFull(resp.Body, hb[:]); err != nil {
@@ -117,16 +117,30 @@ func (n *Node) checkShard(ctx context.Context, m raftstore.Member, chunk blob.ID
 	return nil
 }
 
-// apply commits a metadata command through the leader, forwarding it if
-// this node is not the leader and retrying across elections until ctx ends.
+// apply commits a metadata command through the leader, retrying across
+// elections until ctx ends (30 s if it has no deadline).
 func (n *Node) apply(ctx context.Context, cmd []byte) (*raftstore.Blob, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
+	return n.viaLeader(ctx, http.MethodPost, "/internal/apply", cmd,
+		func(ctx context.Context) (*raftstore.Blob, error) { return n.meta.ApplyJSON(ctx, cmd) })
+}
+
+// viaLeader runs local if this node leads, or else sends the request to
+// the leader and decodes its answer; it retries while there is no leader
+// or the leader is unreachable, until ctx ends.
+func (n *Node) viaLeader(ctx context.Context, method, path string, body []byte, local func(context.Context) (*raftstore.Blob, error)) (*raftstore.Blob, error) {
 	for {
-		b, err := n.applyOnce(ctx, cmd)
+		var b *raftstore.Blob
+		var err error
+		if n.meta.IsLeader() {
+			b, err = local(ctx)
+		} else {
+			b, err = n.askLeader(ctx, method, path, body)
+		}
 		if !errors.Is(err, raftstore.ErrNotLeader) && !errors.Is(err, blob.ErrUnavailable) {
 			return b, err
 		}
@@ -138,15 +152,13 @@ func (n *Node) apply(ctx context.Context, cmd []byte) (*raftstore.Blob, error) {
 	}
 }
 
-func (n *Node) applyOnce(ctx context.Context, cmd []byte) (*raftstore.Blob, error) {
-	if n.meta.IsLeader() {
-		return n.meta.ApplyJSON(ctx, cmd)
-	}
+// askLeader sends one request to the leader; 421 means it no longer leads.
+func (n *Node) askLeader(ctx context.Context, method, path string, body []byte) (*raftstore.Blob, error) {
 	leader, err := n.leader()
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, leader.API+"/internal/apply", bytes.NewReader(cmd))
+	req, err := http.NewRequestWithContext(ctx, method, leader.API+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -155,14 +167,14 @@ func (n *Node) applyOnce(ctx context.Context, cmd []byte) (*raftstore.Blob, erro
 		return nil, fmt.Errorf("%w: leader %s: %v", blob.ErrUnavailable, leader.ID, err)
 	}
 	defer drain(resp)
-	if resp.StatusCode == http.StatusMisdirectedRequest {
+	switch resp.StatusCode {
+	case http.StatusOK:
+		var b *raftstore.Blob
+		return b, json.NewDecoder(resp.Body).Decode(&b)
+	case http.StatusMisdirectedRequest:
 		return nil, raftstore.ErrNotLeader
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, readError(resp)
-	}
-	var b *raftstore.Blob
-	return b, json.NewDecoder(resp.Body).Decode(&b)
+	return nil, blob.ReadError(resp)
 }
 
 // leader returns the current leader's addresses.
@@ -193,47 +205,8 @@ func (n *Node) lookup(ctx context.Context, id blob.ID) (*raftstore.Blob, error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	for {
-		b, err = n.lookupAtLeader(ctx, id)
-		if !errors.Is(err, raftstore.ErrNotLeader) && !errors.Is(err, blob.ErrUnavailable) {
-			return b, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: cannot confirm blob %s with a raft leader: %v", blob.ErrUnavailable, id, err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func (n *Node) lookupAtLeader(ctx context.Context, id blob.ID) (*raftstore.Blob, error) {
-	if n.meta.IsLeader() {
-		return n.leaderBlob(ctx, id)
-	}
-	leader, err := n.leader()
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, leader.API+"/internal/blobs/"+id.String(), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := n.peers.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: leader %s: %v", blob.ErrUnavailable, leader.ID, err)
-	}
-	defer drain(resp)
-	if resp.StatusCode == http.StatusMisdirectedRequest {
-		return nil, raftstore.ErrNotLeader
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, readError(resp)
-	}
-	var rb raftstore.Blob
-	if err := json.NewDecoder(resp.Body).Decode(&rb); err != nil {
-		return nil, err
-	}
-	return &rb, nil
+	return n.viaLeader(ctx, http.MethodGet, "/internal/blobs/"+id.String(), nil,
+		func(ctx context.Context) (*raftstore.Blob, error) { return n.leaderBlob(ctx, id) })
 }
 
 // leaderBlob answers a lookup on the leader: its replica is complete once
@@ -256,14 +229,6 @@ func (n *Node) member(id blob.NodeID, l raftstore.Layout) (raftstore.Member, boo
 		return m, true
 	}
 	return l.Member(id)
-}
-
-func readError(resp *http.Response) error {
-	e := &blob.Error{Status: resp.StatusCode}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(e); err != nil || e.Message == "" {
-		e.Message = fmt.Sprintf("HTTP %s", resp.Status)
-	}
-	return e
 }
 
 func drain(resp *http.Response) {

@@ -45,14 +45,7 @@ func cmdGet(args []string) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
 	server := serverFlag(fs)
 	out := fs.String("o", "", "write to this file instead of stdout")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one ID")
-	}
-	id, err := parseID(pos[0])
+	id, err := oneID(fs, args)
 	if err != nil {
 		return err
 	}
@@ -89,14 +82,7 @@ func cmdStat(args []string) error {
 	fs := flag.NewFlagSet("stat", flag.ContinueOnError)
 	server := serverFlag(fs)
 	asJSON := fs.Bool("json", false, "print one JSON object")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one ID")
-	}
-	id, err := parseID(pos[0])
+	id, err := oneID(fs, args)
 	if err != nil {
 		return err
 	}
@@ -130,14 +116,7 @@ func cmdStat(args []string) error {
 func cmdRm(args []string) error {
 	fs := flag.NewFlagSet("rm", flag.ContinueOnError)
 	server := serverFlag(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one ID")
-	}
-	id, err := parseID(pos[0])
+	id, err := oneID(fs, args)
 	if err != nil {
 		return err
 	}

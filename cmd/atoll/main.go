@@ -114,8 +114,16 @@ func serverFlag(fs *flag.FlagSet) *string {
 
 func newClient(server string) *client.Client { return client.New(strings.Split(server, ",")...) }
 
-func parseID(s string) (blob.ID, error) {
-	id, err := blob.ParseID(s)
+// oneID parses flags and exactly one blob ID.
+func oneID(fs *flag.FlagSet, args []string) (blob.ID, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return blob.ID{}, err
+	}
+	if len(pos) != 1 {
+		return blob.ID{}, usagef("want exactly one ID")
+	}
+	id, err := blob.ParseID(pos[0])
 	if err != nil {
 		return id, usagef("%v", err)
 	}
