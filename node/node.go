@@ -192,6 +192,7 @@ func Start(cfg Config) (*Node, error) {
 		if ropts.Stream, err = cfg.Network.RaftStreamLayer(ropts.Bind); err != nil {
 			return fail(fmt.Errorf("node: raft listen: %w", err))
 		}
+		cleanup = append(cleanup, func() { ropts.Stream.Close() }) // NB: a second Close after raft's is harmless
 	}
 	if n.meta, err = raftstore.Open(ropts); err != nil {
 		return fail(err)

@@ -78,26 +78,29 @@ func testBlob(i int, chunks ...blob.ID) Blob {
 	return b
 }
 
-func TestClusterReplicatesAndSurvivesLeaderLoss(t *testing.T) {
+// startCluster starts three nodes in three regions, bootstraps the first,
+// and waits until all three are voters. snapEvery > 0 makes snapshots
+// frequent. Nodes are closed at the end of the test.
+func startCluster(t *testing.T, snapEvery uint64) []*testNode {
+	t.Helper()
 	var nodes []*testNode
 	for i := range 3 {
-		n := &testNode{id: blob.NodeID(fmt.Sprint("n", i)), dir: t.TempDir(), addr: fmt.Sprintf("127.0.0.%d:0", i+1)}
+		n := &testNode{id: blob.NodeID(fmt.Sprint("n", i)), dir: t.TempDir(), addr: fmt.Sprintf("127.0.0.%d:0", i+1), snapEvery: snapEvery}
 		startNode(t, n)
 		nodes = append(nodes, n)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		for _, n := range nodes {
 			if n.s != nil {
 				n.s.Close()
 			}
 		}
-	}()
+	})
 	if err := nodes[0].s.Bootstrap(nodes[0].id); err != nil {
 		t.Fatal(err)
 	}
 	for i, n := range nodes {
-		m := Member{Node: placement.Node{ID: n.id, Region: blob.Region(fmt.Sprint("r", i))}, Raft: n.addr}
-		cmd, _ := SetMemberCommand(m)
+		cmd, _ := SetMemberCommand(Member{Node: placement.Node{ID: n.id, Region: blob.Region(fmt.Sprint("r", i))}, Raft: n.addr})
 		mustApply(t, nodes, cmd)
 	}
 	waitFor(t, "three voters", func() bool {
@@ -116,6 +119,11 @@ func TestClusterReplicatesAndSurvivesLeaderLoss(t *testing.T) {
 		}
 		return voters == 3
 	})
+	return nodes
+}
+
+func TestClusterReplicatesAndSurvivesLeaderLoss(t *testing.T) {
+	nodes := startCluster(t, 0)
 	// Many entries so that a snapshot + compaction happens later.
 	shared := blob.Sum([]byte("shared chunk"))
 	for i := range 50 {
@@ -226,34 +234,7 @@ func hasChunk(s *Store, id blob.ID) bool {
 // catches up through InstallSnapshot (Persist on the leader, Restore on
 // the follower), and then replays later entries on top.
 func TestSnapshotCatchUp(t *testing.T) {
-	var nodes []*testNode
-	for i := range 3 {
-		n := &testNode{id: blob.NodeID(fmt.Sprint("n", i)), dir: t.TempDir(), addr: fmt.Sprintf("127.0.0.%d:0", i+1), snapEvery: 40}
-		startNode(t, n)
-		nodes = append(nodes, n)
-	}
-	defer func() {
-		for _, n := range nodes {
-			if n.s != nil {
-				n.s.Close()
-			}
-		}
-	}()
-	nodes[0].s.Bootstrap(nodes[0].id)
-	for i, n := range nodes {
-		cmd, _ := SetMemberCommand(Member{Node: placement.Node{ID: n.id, Region: blob.Region(fmt.Sprint("r", i))}, Raft: n.addr})
-		mustApply(t, nodes, cmd)
-	}
-	waitFor(t, "three voters", func() bool {
-		l := leaderOf(nodes)
-		if l == nil {
-			return false
-		}
-		lay, _ := l.s.Layout()
-		l.s.Reconcile(lay)
-		sv, _ := l.s.Servers()
-		return len(sv) == 3 && sv[1].Voter && sv[2].Voter
-	})
+	nodes := startCluster(t, 40)
 	var lagger *testNode
 	for _, n := range nodes {
 		if !n.s.IsLeader() {
