@@ -143,6 +143,17 @@ func (g *gossip) state(id blob.NodeID) string {
 	return api.StateAlive
 }
 
+// goneSince returns when gossip last saw id die; a node it never saw
+// counts as gone since this node started.
+func (g *gossip) goneSince(id blob.NodeID, started time.Time) time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m := g.members[id]; m != nil && !m.alive {
+		return m.since
+	}
+	return started
+}
+
 // member returns what gossip knows of id.
 func (g *gossip) member(id blob.NodeID) (raftstore.Member, bool) {
 	g.mu.Lock()

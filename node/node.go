@@ -54,6 +54,9 @@ type Config struct {
 	Join                          []string // other nodes' gossip addresses (IP or IP:port)
 	BootstrapExpect               int      // form a cluster once this many nodes are seen (default 1)
 	Weight                        float64  // relative capacity (default 1)
+	// DeadAfter is how long a node may be gone before it is declared dead
+	// and its shards are rebuilt elsewhere (default 5 minutes).
+	DeadAfter time.Duration
 
 	K, M         int   // erasure coding (default 6+3)
 	ChunkSize    int   // bytes per chunk (default 4 MiB)
@@ -103,6 +106,9 @@ func (c *Config) setDefaults() error {
 		if c.Fast {
 			c.ShardTimeout = 3 * time.Second
 		}
+	}
+	if c.DeadAfter <= 0 {
+		c.DeadAfter = 5 * time.Minute
 	}
 	if c.HedgeAfter <= 0 {
 		c.HedgeAfter = 500 * time.Millisecond
@@ -156,6 +162,7 @@ type Node struct {
 
 	stripes sync.Pool // *erasure.Stripe
 
+	started time.Time
 	closing atomic.Bool
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -171,7 +178,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), codec: codec, policy: placement.Policy{K: cfg.K, M: cfg.M}, stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), codec: codec, policy: placement.Policy{K: cfg.K, M: cfg.M}, stop: make(chan struct{}), started: time.Now()}
 	n.stripes.New = func() any { return codec.NewStripe(cfg.ChunkSize) }
 	if n.shards, err = openShardStore(filepath.Join(cfg.Dir, "shards")); err != nil {
 		return nil, err
@@ -408,8 +415,11 @@ func (n *Node) maybeBootstrap() {
 	}
 }
 
-// maintainLayout (leader only) adds gossiping nodes to the layout or
-// updates their addresses, then reconciles raft voters with the layout.
+// maintainLayout (leader only) keeps the layout in line with gossip: it
+// adds gossiping nodes or updates their addresses, declares a member dead
+// once gossip has not seen it for DeadAfter (so its shards get rebuilt
+// elsewhere), and active again when it returns. Then it reconciles raft's
+// voters with the layout.
 func (n *Node) maintainLayout() error {
 	l, err := n.meta.Layout()
 	if err != nil {
@@ -417,10 +427,7 @@ func (n *Node) maintainLayout() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, m := range n.gossip.alive() {
-		if cur, ok := l.Member(m.ID); ok && cur == m {
-			continue
-		}
+	set := func(m raftstore.Member, why string) error {
 		cmd, err := raftstore.SetMemberCommand(m)
 		if err != nil {
 			return err
@@ -428,7 +435,34 @@ func (n *Node) maintainLayout() error {
 		if _, err := n.meta.ApplyJSON(ctx, cmd); err != nil {
 			return err
 		}
-		n.log.Info("layout: node added or updated", "member", m.ID, "region", m.Region)
+		n.log.Info("layout: "+why, "member", m.ID, "region", m.Region, "state", m.State)
+		return nil
+	}
+	alive := map[blob.NodeID]bool{}
+	for _, m := range n.gossip.alive() {
+		alive[m.ID] = true
+		cur, ok := l.Member(m.ID)
+		m.State = cur.State
+		if cur.State == raftstore.StateDead {
+			m.State = raftstore.StateActive // back from the dead
+		}
+		if ok && cur == m {
+			continue
+		}
+		if err := set(m, "node added or updated"); err != nil {
+			return err
+		}
+	}
+	for _, m := range l.Nodes {
+		if alive[m.ID] || m.ID == n.cfg.ID || m.State != raftstore.StateActive {
+			continue
+		}
+		if since := n.gossip.goneSince(m.ID, n.started); time.Since(since) >= n.cfg.DeadAfter {
+			m.State = raftstore.StateDead
+			if err := set(m, fmt.Sprintf("node declared dead after %v", time.Since(since).Round(time.Second))); err != nil {
+				return err
+			}
+		}
 	}
 	if l, err = n.meta.Layout(); err != nil {
 		return err

@@ -62,11 +62,10 @@ func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
 			whole.Write(st.Data())
 			c := &raftstore.Chunk{Len: int64(got)}
 			chunks = append(chunks, c)
-			g.Go(func() error {
+			g.Go(func() (err error) {
 				defer release()
 				c.ID = blob.Sum(st.Data())
-				shards, err := n.writeChunk(gctx, layout, st, c.ID)
-				c.Shards = shards
+				c.Shards, c.Reused, err = n.writeChunk(gctx, layout, st, c.ID)
 				return err
 			})
 			if err != nil {
@@ -89,6 +88,9 @@ func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
 		return nil, err
 	}
 	if _, err := n.apply(ctx, cmd); err != nil {
+		if errors.Is(err, raftstore.ErrChunkGone) {
+			err = fmt.Errorf("%w: %v", blob.ErrUnavailable, err) // the client may retry
+		}
 		return nil, fmt.Errorf("committing blob %s: %w", rec.ID, err)
 	}
 	return &rec, nil
@@ -97,16 +99,14 @@ func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
 // writeChunk encodes the stripe and makes all k+m shards durable, each on
 // its placed node. A node that fails is replaced by the next best live one
 // (placement.Fill), so a put succeeds while any region is down. It returns
-// the node of each shard.
-func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *erasure.Stripe, id blob.ID) ([]blob.NodeID, error) {
+// the node of each shard, and whether the chunk was already stored (then
+// nothing is written, and the commit checks it is still referenced).
+func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *erasure.Stripe, id blob.ID) ([]blob.NodeID, bool, error) {
 	if c, err := n.meta.Chunk(id); err == nil && len(c.Shards) == n.codec.N() {
-		// NB: content already stored (chunks are content-addressed).
-		// Safe while shards of unreferenced chunks are never deleted
-		// before their garbage record is reclaimed; see ARCHITECTURE.md.
-		return c.Shards, nil
+		return c.Shards, true, nil // content already stored (chunks are content-addressed)
 	}
 	if err := st.Encode(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	candidates := n.liveNodes(layout)
 	assign := make([]blob.NodeID, n.codec.N())
@@ -117,14 +117,14 @@ func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *eras
 			break
 		}
 		if err := n.policy.Fill(placementNodes(candidates), id, assign); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		failed := n.writeShards(ctx, candidates, st, id, assign, done)
 		if len(failed) == 0 {
-			return assign, nil
+			return assign, false, nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		}
 		for node, err := range failed {
 			lastErr = err
@@ -142,9 +142,9 @@ func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *eras
 		lastErr = errors.New("no live nodes")
 	}
 	if errors.Is(lastErr, blob.ErrNoSpace) {
-		return nil, fmt.Errorf("chunk %s: %w", id, lastErr)
+		return nil, false, fmt.Errorf("chunk %s: %w", id, lastErr)
 	}
-	return nil, fmt.Errorf("%w: chunk %s: could not store all %d shards: %v", blob.ErrUnavailable, id, n.codec.N(), lastErr)
+	return nil, false, fmt.Errorf("%w: chunk %s: could not store all %d shards: %v", blob.ErrUnavailable, id, n.codec.N(), lastErr)
 }
 
 // writeShards writes, in parallel, the shards whose slots are not done,
@@ -174,11 +174,11 @@ func (n *Node) writeShards(ctx context.Context, candidates []raftstore.Member, s
 	return failed
 }
 
-// liveNodes returns the layout's nodes that gossip reports alive and that
-// have not failed a request lately.
+// liveNodes returns the layout's active nodes that gossip reports alive
+// and that have not failed a request lately.
 func (n *Node) liveNodes(l raftstore.Layout) []raftstore.Member {
 	var out []raftstore.Member
-	for _, m := range l.Nodes {
+	for _, m := range l.Active() {
 		if m.ID == n.cfg.ID || n.gossip.state(m.ID) == api.StateAlive {
 			if g, ok := n.gossip.member(m.ID); ok {
 				m = g // freshest addresses

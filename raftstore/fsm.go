@@ -82,6 +82,10 @@ func apply(txn *badger.Txn, c command) applyResult {
 		return applyResult{Err: applyDeleteBlob(txn, *c.DeleteBlob)}
 	case c.SetMember != nil:
 		return applyResult{Err: applySetMember(txn, *c.SetMember)}
+	case c.MoveShards != nil:
+		return applyResult{Err: applyMoveShards(txn, *c.MoveShards)}
+	case c.RemoveMember != nil:
+		return applyResult{Err: applyRemoveMember(txn, *c.RemoveMember)}
 	}
 	return applyResult{Err: errors.New("raftstore: empty command")}
 }
@@ -103,6 +107,9 @@ func applyPutBlob(txn *badger.Txn, b Blob) (*Blob, error) {
 		var cr chunkRecord
 		switch err := getJSON(txn, chunkKey(c.ID), &cr); {
 		case errors.Is(err, blob.ErrNotFound):
+			if c.Reused {
+				return nil, fmt.Errorf("chunk %s: %w", c.ID, ErrChunkGone)
+			}
 			if len(c.Shards) != b.K+b.M {
 				return nil, fmt.Errorf("raftstore: chunk %s has %d shard locations, want %d", c.ID, len(c.Shards), b.K+b.M)
 			}
@@ -170,6 +177,32 @@ func applySetMember(txn *badger.Txn, m Member) error {
 	default:
 		l.Nodes[i] = m
 	}
+	l.Version++
+	return setJSON(txn, keyLayout, l)
+}
+
+func applyMoveShards(txn *badger.Txn, mv ShardMove) error {
+	var cr chunkRecord
+	if err := getJSON(txn, chunkKey(mv.Chunk), &cr); err != nil {
+		return fmt.Errorf("chunk %s: %w", mv.Chunk, err)
+	}
+	if !slices.Equal(cr.Shards, mv.From) || len(mv.To) != len(mv.From) {
+		return fmt.Errorf("chunk %s: %w", mv.Chunk, ErrStale)
+	}
+	cr.Shards = mv.To
+	return setJSON(txn, chunkKey(mv.Chunk), cr)
+}
+
+func applyRemoveMember(txn *badger.Txn, id blob.NodeID) error {
+	var l Layout
+	if err := getJSON(txn, keyLayout, &l); err != nil {
+		return err
+	}
+	i := slices.IndexFunc(l.Nodes, func(n Member) bool { return n.ID == id })
+	if i < 0 {
+		return fmt.Errorf("node %s: %w", id, blob.ErrNotFound)
+	}
+	l.Nodes = slices.Delete(l.Nodes, i, i+1)
 	l.Version++
 	return setJSON(txn, keyLayout, l)
 }

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"errors"
 	"time"
 
 	"github.com/atollstore/atoll/blob"
@@ -25,7 +26,27 @@ type Chunk struct {
 	ID     blob.ID       `json:"id"`
 	Len    int64         `json:"len"`
 	Shards []blob.NodeID `json:"shards,omitempty"`
+	// Reused marks a chunk a put did not write because it was already
+	// stored: the commit must find it still referenced, since its shards
+	// may be reclaimed once no blob holds it.
+	Reused bool `json:"reused,omitempty"`
 }
+
+// ErrChunkGone is returned when a put reused a chunk that was deleted and
+// reclaimed before the put committed; the put must be retried.
+var ErrChunkGone = errors.New("a reused chunk was reclaimed before the commit; retry the put")
+
+// ErrStale is returned by a shard move whose expected locations no longer
+// match: someone else moved the chunk first.
+var ErrStale = errors.New("chunk locations changed")
+
+// Member states in the layout. Only active members receive new shards and
+// raft votes.
+const (
+	StateActive   = ""         // takes shards
+	StateDead     = "dead"     // gone longer than the grace period: its shards are rebuilt elsewhere
+	StateDraining = "draining" // its shards are moved away; it keeps serving until empty
+)
 
 // Member is a node of the cluster layout.
 type Member struct {
@@ -33,6 +54,7 @@ type Member struct {
 	API    string `json:"api"`    // base URL of the node's HTTP API
 	Raft   string `json:"raft"`   // host:port of the node's raft transport
 	Gossip string `json:"gossip"` // host:port of the node's gossip
+	State  string `json:"state,omitempty"`
 }
 
 // Layout is the replicated cluster layout. Version grows with every change.
@@ -41,13 +63,24 @@ type Layout struct {
 	Nodes   []Member `json:"nodes"`
 }
 
-// PlacementNodes returns the layout as placement input.
+// PlacementNodes returns every member of the layout as placement input.
 func (l Layout) PlacementNodes() []placement.Node {
 	ns := make([]placement.Node, len(l.Nodes))
 	for i, m := range l.Nodes {
 		ns[i] = m.Node
 	}
 	return ns
+}
+
+// Active returns the members that take new shards.
+func (l Layout) Active() []Member {
+	var out []Member
+	for _, m := range l.Nodes {
+		if m.State == StateActive {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // Member returns the layout entry for id.
@@ -70,9 +103,20 @@ type chunkRecord struct {
 	Refs   int           `json:"refs"`
 }
 
+// ShardMove re-points a chunk's shards from From (the locations the mover
+// saw) to To, once the shards at To are durable. It is a compare-and-set:
+// if the chunk's locations are no longer From, it fails with ErrStale.
+type ShardMove struct {
+	Chunk blob.ID       `json:"chunk"`
+	From  []blob.NodeID `json:"from"`
+	To    []blob.NodeID `json:"to"`
+}
+
 // command is one raft log entry. Exactly one field is set.
 type command struct {
-	PutBlob    *Blob    `json:"put_blob,omitempty"`
-	DeleteBlob *blob.ID `json:"delete_blob,omitempty"`
-	SetMember  *Member  `json:"set_member,omitempty"`
+	PutBlob      *Blob        `json:"put_blob,omitempty"`
+	DeleteBlob   *blob.ID     `json:"delete_blob,omitempty"`
+	SetMember    *Member      `json:"set_member,omitempty"`
+	MoveShards   *ShardMove   `json:"move_shards,omitempty"`
+	RemoveMember *blob.NodeID `json:"remove_member,omitempty"`
 }

@@ -286,6 +286,14 @@ func DeleteBlobCommand(id blob.ID) ([]byte, error) { return json.Marshal(command
 // SetMemberCommand encodes the command that adds or updates m in the layout.
 func SetMemberCommand(m Member) ([]byte, error) { return json.Marshal(command{SetMember: &m}) }
 
+// MoveShardsCommand encodes a compare-and-set of a chunk's shard locations.
+func MoveShardsCommand(mv ShardMove) ([]byte, error) { return json.Marshal(command{MoveShards: &mv}) }
+
+// RemoveMemberCommand encodes the removal of a node from the layout.
+func RemoveMemberCommand(id blob.NodeID) ([]byte, error) {
+	return json.Marshal(command{RemoveMember: &id})
+}
+
 // Blob returns the committed record of id with chunk locations filled in,
 // from the local replica. An unknown ID yields blob.ErrNotFound.
 func (s *Store) Blob(id blob.ID) (*Blob, error) {
@@ -315,6 +323,28 @@ func (s *Store) Chunk(id blob.ID) (Chunk, error) {
 	var cr chunkRecord
 	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, chunkKey(id), &cr) })
 	return Chunk{ID: id, Len: cr.Len, Shards: cr.Shards}, err
+}
+
+// Chunks calls fn for every committed chunk, in ID order, from the local
+// replica, stopping early if fn returns false.
+func (s *Store) Chunks(fn func(Chunk, int, int) bool) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		p := []byte{prefixFSM, 'c'}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
+		defer it.Close()
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			var cr chunkRecord
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &cr) }); err != nil {
+				return err
+			}
+			var id blob.ID
+			copy(id[:], it.Item().Key()[2:])
+			if !fn(Chunk{ID: id, Len: cr.Len, Shards: cr.Shards}, cr.K, cr.M) {
+				return nil
+			}
+		}
+		return nil
+	})
 }
 
 // Stats counts the committed blobs and their logical bytes.
@@ -377,7 +407,7 @@ const MaxVoters = 5
 func DesiredVoters(l Layout, current map[blob.NodeID]bool) map[blob.NodeID]bool {
 	byRegion := map[blob.Region][]blob.NodeID{}
 	var regions []blob.Region
-	for _, m := range l.Nodes {
+	for _, m := range l.Active() {
 		if _, ok := byRegion[m.Region]; !ok {
 			regions = append(regions, m.Region)
 		}
@@ -412,9 +442,8 @@ func DesiredVoters(l Layout, current map[blob.NodeID]bool) map[blob.NodeID]bool 
 }
 
 // Reconcile makes the raft configuration match the layout: every layout
-// node is a member, voters are DesiredVoters, the rest are non-voters.
-// Only the leader may call it. Nodes missing from the layout are left
-// alone (removal is an explicit, separate decision).
+// node is a member, voters are DesiredVoters, the rest are non-voters, and
+// servers no longer in the layout are removed. Only the leader may call it.
 func (s *Store) Reconcile(l Layout) error {
 	if !s.IsLeader() {
 		return ErrNotLeader
@@ -449,6 +478,13 @@ func (s *Store) Reconcile(l Layout) error {
 		if sv, ok := have[m.ID]; ok && sv.Voter && !want[m.ID] {
 			s.log.Info("raft: demoting voter", "node", m.ID)
 			errs = append(errs, s.raft.DemoteVoter(raft.ServerID(m.ID), 0, timeout).Error())
+		}
+	}
+	self := s.Leader()
+	for _, sv := range cur {
+		if _, ok := l.Member(sv.ID); !ok && sv.ID != self {
+			s.log.Info("raft: removing server no longer in the layout", "node", sv.ID)
+			errs = append(errs, s.raft.RemoveServer(raft.ServerID(sv.ID), 0, timeout).Error())
 		}
 	}
 	return errors.Join(errs...)
