@@ -2,7 +2,11 @@
 // node that serves them and the client that reads them.
 package api
 
-import "github.com/atollstore/atoll/blob"
+import (
+	"time"
+
+	"github.com/atollstore/atoll/blob"
+)
 
 // Liveness states reported for a node.
 const (
@@ -62,7 +66,11 @@ type ClusterInfo struct {
 	StoredBytes         int64         `json:"stored_bytes"`
 	UsedBytes           int64         `json:"used_bytes"`
 	ToleratesRegionLoss bool          `json:"tolerates_region_loss"`
-	Warnings            []string      `json:"warnings,omitempty"`
+	// DegradedChunks counts chunks with a shard on a node that is dead,
+	// draining or unreachable: they have fewer than k+m healthy shards.
+	DegradedChunks int          `json:"degraded_chunks"`
+	Repair         RepairStatus `json:"repair"`
+	Warnings       []string     `json:"warnings,omitempty"`
 }
 
 // NodeInfo is one node as the cluster sees it.
@@ -75,4 +83,17 @@ type NodeInfo struct {
 	Voter     bool        `json:"voter"`
 	InLayout  bool        `json:"in_layout"`
 	UsedBytes int64       `json:"used_bytes"`
+}
+
+// RepairStatus is the leader's progress in moving shards to where
+// placement wants them (repair, drain, rebalance).
+type RepairStatus struct {
+	Running        bool      `json:"running"`
+	Total          int       `json:"total"` // chunks to move in the current pass
+	Done           int       `json:"done"`
+	Failed         int       `json:"failed,omitempty"` // retried next pass
+	Bytes          int64     `json:"bytes"`            // shard bytes written this pass
+	BytesPerSecond float64   `json:"bytes_per_second"`
+	ETASeconds     float64   `json:"eta_seconds"`
+	Started        time.Time `json:"started,omitzero"`
 }

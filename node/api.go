@@ -32,6 +32,7 @@ import (
 //	POST /internal/apply        raft command, leader only (421 otherwise)
 //	GET  /internal/blobs/{id}   blob record from the leader's replica
 //	GET  /internal/info         this node's disk usage
+//	GET  /internal/repair       the leader's repair progress
 func (n *Node) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/blobs", n.handlePut)
@@ -47,6 +48,9 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("POST /internal/apply", n.handleApply)
 	mux.HandleFunc("GET /internal/blobs/{id}", n.handleInternalBlob)
 	mux.HandleFunc("GET /internal/info", n.handleInfo)
+	mux.HandleFunc("GET /internal/repair", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.repair.get())
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, blob.Error{Code: "not_found", Message: fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)})
 	})

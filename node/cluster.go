@@ -50,6 +50,8 @@ func (n *Node) Cluster(ctx context.Context) api.ClusterInfo {
 	for _, ni := range ci.Nodes {
 		ci.UsedBytes += ni.UsedBytes
 	}
+	ci.DegradedChunks = n.degradedChunks(layout)
+	ci.Repair = n.repairStatus(ctx)
 	ci.Regions = placement.Regions(layout.PlacementNodes())
 	ci.ToleratesRegionLoss, ci.Warnings = n.guarantee(layout, voters, ci.Nodes)
 	for _, ni := range ci.Nodes {
@@ -109,6 +111,49 @@ func (n *Node) guarantee(layout raftstore.Layout, voters map[blob.NodeID]bool, n
 		}
 	}
 	return ok, warns
+}
+
+// degradedChunks counts chunks with a shard on a node that is not both
+// active in the layout and alive.
+func (n *Node) degradedChunks(layout raftstore.Layout) int {
+	healthy := map[blob.NodeID]bool{}
+	for _, m := range layout.Active() {
+		healthy[m.ID] = m.ID == n.cfg.ID || n.gossip.state(m.ID) != api.StateDead
+	}
+	count := 0
+	n.meta.Chunks(func(c raftstore.Chunk, _, _ int) bool {
+		for _, id := range c.Shards {
+			if !healthy[id] {
+				count++
+				break
+			}
+		}
+		return true
+	})
+	return count
+}
+
+// repairStatus is the leader's repair progress.
+func (n *Node) repairStatus(ctx context.Context) api.RepairStatus {
+	if n.meta.IsLeader() {
+		return n.repair.get()
+	}
+	var st api.RepairStatus
+	leader, err := n.leader()
+	if err != nil {
+		return st
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, leader.API+"/internal/repair", nil)
+	if err != nil {
+		return st
+	}
+	if resp, err := n.peers.Do(req); err == nil {
+		defer drain(resp)
+		json.NewDecoder(resp.Body).Decode(&st)
+	}
+	return st
 }
 
 func (n *Node) peerInfo(ctx context.Context, m raftstore.Member) api.Info {

@@ -57,7 +57,7 @@ func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length in
 				return
 			}
 			go func() {
-				shards, err := n.fetchChunk(ctx, b, c)
+				shards, err := n.fetchChunk(ctx, b.K, b.M, c)
 				res <- fetched{chunk: c, start: cStart, shards: shards, err: err}
 			}()
 		}
@@ -83,8 +83,8 @@ func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length in
 // data shards, and checks the chunk's hash. Shards are tried in order of
 // preference — live before suspect before dead, this region before others,
 // data before parity — k at a time; each failure starts the next candidate.
-func (n *Node) fetchChunk(ctx context.Context, b *raftstore.Blob, c raftstore.Chunk) ([][]byte, error) {
-	k, total := b.K, b.K+b.M
+func (n *Node) fetchChunk(ctx context.Context, k, m int, c raftstore.Chunk) ([][]byte, error) {
+	total := k + m
 	if len(c.Shards) != total {
 		return nil, fmt.Errorf("%w: chunk %s lists %d shard locations, want %d", blob.ErrCorrupt, c.ID, len(c.Shards), total)
 	}

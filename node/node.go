@@ -57,6 +57,10 @@ type Config struct {
 	// DeadAfter is how long a node may be gone before it is declared dead
 	// and its shards are rebuilt elsewhere (default 5 minutes).
 	DeadAfter time.Duration
+	// RepairBandwidth caps the shard bytes per second the reconciler writes
+	// (default 128 MiB/s); RepairParallel the chunks it moves at once (4).
+	RepairBandwidth int
+	RepairParallel  int
 
 	K, M         int   // erasure coding (default 6+3)
 	ChunkSize    int   // bytes per chunk (default 4 MiB)
@@ -92,6 +96,8 @@ func (c *Config) setDefaults() error {
 	def(&c.M, 3)
 	def(&c.ChunkSize, 4<<20)
 	def(&c.PutParallel, 4)
+	def(&c.RepairBandwidth, 128<<20)
+	def(&c.RepairParallel, 4)
 	if c.Zone == "" {
 		c.Zone = "default"
 	}
@@ -161,6 +167,7 @@ type Node struct {
 	peers  *http.Client
 
 	stripes sync.Pool // *erasure.Stripe
+	repair  repairState
 
 	started time.Time
 	closing atomic.Bool
@@ -230,10 +237,11 @@ func Start(cfg Config) (*Node, error) {
 	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	go n.http.Serve(cfg.Network.Listener(ln))
 
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.joinLoop()
 	go n.controlLoop()
 	go n.reconnectLoop()
+	go n.repairLoop()
 	n.log.Info("node started", "region", cfg.Region, "zone", cfg.Zone, "api", n.self.API, "raft", n.self.Raft, "gossip", n.GossipAddr())
 	return n, nil
 }
@@ -467,5 +475,6 @@ func (n *Node) maintainLayout() error {
 	if l, err = n.meta.Layout(); err != nil {
 		return err
 	}
-	return n.meta.Reconcile(l)
+	alive[n.cfg.ID] = true
+	return n.meta.Reconcile(l, alive)
 }

@@ -399,15 +399,19 @@ func (s *Store) Servers() ([]Server, error) {
 // MaxVoters bounds the voter set; more voters only slow commits down.
 const MaxVoters = 5
 
-// DesiredVoters picks up to MaxVoters voters from the layout, round-robin
-// over regions (sorted), so that no region gets a second voter while another
-// has none. Inside a region current voters come first (no needless churn),
-// then lower node IDs. With three or more regions, losing any one region
-// leaves a majority.
-func DesiredVoters(l Layout, current map[blob.NodeID]bool) map[blob.NodeID]bool {
+// DesiredVoters picks up to MaxVoters voters among the layout's active
+// members, round-robin over regions (sorted), so that no region gets a
+// second voter while another has none. Inside a region current voters come
+// first (no needless churn), then lower node IDs. A member not yet a voter
+// is only eligible if it is alive: adding a dead voter can cost the quorum.
+// With three or more regions, losing any one region leaves a majority.
+func DesiredVoters(l Layout, current, alive map[blob.NodeID]bool) map[blob.NodeID]bool {
 	byRegion := map[blob.Region][]blob.NodeID{}
 	var regions []blob.Region
 	for _, m := range l.Active() {
+		if !current[m.ID] && !alive[m.ID] {
+			continue
+		}
 		if _, ok := byRegion[m.Region]; !ok {
 			regions = append(regions, m.Region)
 		}
@@ -443,8 +447,13 @@ func DesiredVoters(l Layout, current map[blob.NodeID]bool) map[blob.NodeID]bool 
 
 // Reconcile makes the raft configuration match the layout: every layout
 // node is a member, voters are DesiredVoters, the rest are non-voters, and
-// servers no longer in the layout are removed. Only the leader may call it.
-func (s *Store) Reconcile(l Layout) error {
+// servers no longer in the layout are removed. alive says which nodes are
+// up now. Only the leader may call it.
+//
+// NB: voters are demoted before others are promoted. Demoting a dead voter
+// never costs the quorum; promoting first would briefly need a majority of
+// a larger set that includes the dead.
+func (s *Store) Reconcile(l Layout, alive map[blob.NodeID]bool) error {
 	if !s.IsLeader() {
 		return ErrNotLeader
 	}
@@ -458,10 +467,15 @@ func (s *Store) Reconcile(l Layout) error {
 		have[sv.ID] = sv
 		voters[sv.ID] = sv.Voter
 	}
-	want := DesiredVoters(l, voters)
+	want := DesiredVoters(l, voters, alive)
 	const timeout = 5 * time.Second
 	var errs []error
-	// Add voters before demoting others so the voter count never dips.
+	for _, m := range l.Nodes {
+		if sv, ok := have[m.ID]; ok && sv.Voter && !want[m.ID] {
+			s.log.Info("raft: demoting voter", "node", m.ID)
+			errs = append(errs, s.raft.DemoteVoter(raft.ServerID(m.ID), 0, timeout).Error())
+		}
+	}
 	for _, m := range l.Nodes {
 		sv, ok := have[m.ID]
 		id, addr := raft.ServerID(m.ID), raft.ServerAddress(m.Raft)
@@ -472,12 +486,6 @@ func (s *Store) Reconcile(l Layout) error {
 		case !want[m.ID] && (!ok || sv.Addr != m.Raft):
 			s.log.Info("raft: adding non-voter", "node", m.ID)
 			errs = append(errs, s.raft.AddNonvoter(id, addr, 0, timeout).Error())
-		}
-	}
-	for _, m := range l.Nodes {
-		if sv, ok := have[m.ID]; ok && sv.Voter && !want[m.ID] {
-			s.log.Info("raft: demoting voter", "node", m.ID)
-			errs = append(errs, s.raft.DemoteVoter(raft.ServerID(m.ID), 0, timeout).Error())
 		}
 	}
 	self := s.Leader()

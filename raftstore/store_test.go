@@ -109,7 +109,7 @@ func startCluster(t *testing.T, snapEvery uint64) []*testNode {
 			return false
 		}
 		lay, _ := l.s.Layout()
-		l.s.Reconcile(lay)
+		l.s.Reconcile(lay, allAlive(lay))
 		sv, _ := l.s.Servers()
 		voters := 0
 		for _, s := range sv {
@@ -203,7 +203,7 @@ func TestDesiredVotersSpreadRegions(t *testing.T) {
 			l.Nodes = append(l.Nodes, Member{Node: placement.Node{ID: blob.NodeID(fmt.Sprintf("r%d-n%d", r, i)), Region: blob.Region(fmt.Sprint("r", r))}})
 		}
 	}
-	v := DesiredVoters(l, nil)
+	v := DesiredVoters(l, nil, allAlive(l))
 	per := map[blob.Region]int{}
 	for id := range v {
 		m, _ := l.Member(id)
@@ -220,8 +220,18 @@ func TestDesiredVotersSpreadRegions(t *testing.T) {
 	}
 	// Current voters are kept in preference to lower IDs.
 	cur := map[blob.NodeID]bool{"r2-n2": true}
-	if !DesiredVoters(l, cur)["r2-n2"] {
+	if !DesiredVoters(l, cur, allAlive(l))["r2-n2"] {
 		t.Fatal("current voter r2-n2 was dropped")
+	}
+	// A node that is down is never promoted; a dead-declared one loses its vote.
+	alive := allAlive(l)
+	alive["r0-n0"] = false
+	if DesiredVoters(l, nil, alive)["r0-n0"] {
+		t.Fatal("a down node was chosen as a new voter")
+	}
+	l.Nodes[0].State = StateDead
+	if DesiredVoters(l, map[blob.NodeID]bool{"r0-n0": true}, allAlive(l))["r0-n0"] {
+		t.Fatal("a node declared dead kept its vote")
 	}
 }
 
@@ -281,4 +291,12 @@ func TestSnapshotCatchUp(t *testing.T) {
 	if len(lay.Nodes) != 3 {
 		t.Fatalf("layout after snapshot install has %d nodes", len(lay.Nodes))
 	}
+}
+
+func allAlive(l Layout) map[blob.NodeID]bool {
+	m := map[blob.NodeID]bool{}
+	for _, n := range l.Nodes {
+		m[n.ID] = true
+	}
+	return m
 }

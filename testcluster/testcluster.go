@@ -32,9 +32,12 @@ type Options struct {
 	ChunkSize      int // default: node's default
 	MaxBlobSize    int64
 	ShardTimeout   time.Duration // per-shard transfer timeout; default: node's
-	Dir            string        // parent of the nodes' data dirs; default: a new temp dir, removed by Close
-	Logger         *slog.Logger  // default: discard
-	LogOutput      io.Writer     // raft/memberlist logs; default: discard
+	// DeadAfter is the grace before a gone node's shards are rebuilt
+	// elsewhere (default here: 1 hour, i.e. no repair unless a test asks).
+	DeadAfter time.Duration
+	Dir       string       // parent of the nodes' data dirs; default: a new temp dir, removed by Close
+	Logger    *slog.Logger // default: discard
+	LogOutput io.Writer    // raft/memberlist logs; default: discard
 }
 
 // RegionNames are the names given to regions, in order.
@@ -71,6 +74,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.DeadAfter == 0 {
+		opts.DeadAfter = time.Hour
 	}
 	c := &Cluster{opts: opts}
 	if c.opts.Dir == "" {
@@ -123,7 +129,8 @@ func (c *Cluster) start(m *Member) error {
 		Bind: m.IP, APIPort: m.api, GossipPort: m.gossip, RaftPort: m.raft, EphemeralPorts: true,
 		Join: seeds, BootstrapExpect: len(c.members),
 		K: c.opts.K, M: c.opts.M, ChunkSize: c.opts.ChunkSize, MaxBlobSize: c.opts.MaxBlobSize, ShardTimeout: c.opts.ShardTimeout,
-		Fast: true, Network: m.Net, Logger: c.opts.Logger, LogOutput: c.opts.LogOutput,
+		DeadAfter: c.opts.DeadAfter,
+		Fast:      true, Network: m.Net, Logger: c.opts.Logger, LogOutput: c.opts.LogOutput,
 	})
 	if err != nil {
 		return fmt.Errorf("testcluster: start %s: %w", m.ID, err)

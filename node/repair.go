@@ -1,0 +1,279 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/placement"
+	"github.com/atollstore/atoll/raftstore"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+)
+
+// The reconciler (leader only) makes every chunk's shard locations match
+// where placement wants them now. One mechanism serves four needs:
+//
+//   - repair: a node declared dead is no longer active, so its shards are
+//     rebuilt (from any k others) on the nodes placement now picks;
+//   - drain: a draining node is not active either, but still serves, so its
+//     shards are copied off it;
+//   - growth: a new node wins about its fair share of chunks, which move;
+//   - return: when a dead region comes back, chunks spread over the
+//     survivors during the outage move back to restore ≤ m per region.
+//
+// Each pass scans all chunks and computes the moves from the replicated
+// state, so it resumes by itself after a leader change or restart. A move
+// writes the new shard durably, then commits a compare-and-set of the
+// chunk's locations through raft; it never deletes the old shard — the old
+// holder's scrubber reclaims it once it has been unreferenced for a grace
+// period, so readers holding the old locations keep working meanwhile.
+
+// repairState is the leader's progress report.
+type repairState struct {
+	mu        sync.Mutex
+	status    api.RepairStatus
+	lastBytes int64
+	lastAt    time.Time
+}
+
+func (r *repairState) get() api.RepairStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+func (r *repairState) update(fn func(*api.RepairStatus)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn(&r.status)
+	if now := time.Now(); now.Sub(r.lastAt) >= time.Second || r.lastAt.IsZero() {
+		if !r.lastAt.IsZero() {
+			r.status.BytesPerSecond = float64(r.status.Bytes-r.lastBytes) / now.Sub(r.lastAt).Seconds()
+		}
+		r.lastBytes, r.lastAt = r.status.Bytes, now
+	}
+	left := r.status.Total - r.status.Done
+	r.status.ETASeconds = 0
+	if left > 0 && r.status.BytesPerSecond > 0 && r.status.Done > 0 {
+		perChunk := float64(r.status.Bytes) / float64(r.status.Done)
+		r.status.ETASeconds = perChunk * float64(left) / r.status.BytesPerSecond
+	}
+}
+
+// repairLoop runs reconciliation passes while this node leads.
+func (n *Node) repairLoop() {
+	defer n.wg.Done()
+	every := 10 * time.Second
+	if n.cfg.Fast {
+		every = 500 * time.Millisecond
+	}
+	limiter := rate.NewLimiter(rate.Limit(n.cfg.RepairBandwidth), 16<<20)
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(every):
+		}
+		if !n.meta.IsLeader() {
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { // stop a pass on shutdown or loss of leadership
+			defer cancel()
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-n.stop:
+					return
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if !n.meta.IsLeader() {
+						return
+					}
+				}
+			}
+		}()
+		if err := n.reconcile(ctx, limiter); err != nil && ctx.Err() == nil {
+			n.log.Warn("repair pass", "err", err)
+		}
+		cancel()
+	}
+}
+
+// planned is one chunk whose shards must move.
+type planned struct {
+	chunk raftstore.Chunk
+	k, m  int
+	to    []blob.NodeID
+}
+
+// reconcile runs one pass: plan every move, then carry them out with
+// bounded concurrency and bandwidth.
+func (n *Node) reconcile(ctx context.Context, limiter *rate.Limiter) error {
+	layout, err := n.meta.Layout()
+	if err != nil {
+		return err
+	}
+	active := placementNodes(layout.Active())
+	if len(active) == 0 {
+		return nil
+	}
+	var plan []planned
+	err = n.meta.Chunks(func(c raftstore.Chunk, k, m int) bool {
+		if to := n.target(active, c, k, m); to != nil {
+			plan = append(plan, planned{c, k, m, to})
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if len(plan) == 0 {
+		n.repair.update(func(s *api.RepairStatus) { *s = api.RepairStatus{} })
+		return nil
+	}
+	n.log.Info("repair: chunks to move", "count", len(plan))
+	n.repair.update(func(s *api.RepairStatus) {
+		*s = api.RepairStatus{Running: true, Total: len(plan), Started: time.Now().UTC()}
+	})
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(n.cfg.RepairParallel)
+	var failed int
+	var mu sync.Mutex
+	for _, p := range plan {
+		g.Go(func() error {
+			moved, err := n.move(gctx, layout, p, limiter)
+			if err != nil && gctx.Err() == nil {
+				n.log.Debug("repair: move failed; retrying next pass", "chunk", p.chunk.ID, "err", err)
+				mu.Lock()
+				failed++
+				mu.Unlock()
+			}
+			n.repair.update(func(s *api.RepairStatus) {
+				s.Done++
+				s.Bytes += moved
+			})
+			return nil
+		})
+	}
+	g.Wait()
+	n.repair.update(func(s *api.RepairStatus) { s.Running = false; s.Failed = failed })
+	return ctx.Err()
+}
+
+// target returns where c's shards should be, or nil if they already are.
+// It is placement's choice over the active nodes, matched against the
+// current locations so that a node keeping a shard keeps its index: only
+// what must move, moves.
+func (n *Node) target(active []placement.Node, c raftstore.Chunk, k, m int) []blob.NodeID {
+	ideal, err := (placement.Policy{K: k, M: m}).Place(active, c.ID)
+	if err != nil || len(c.Shards) != len(ideal) {
+		return nil
+	}
+	want := map[blob.NodeID]int{}
+	for _, id := range ideal {
+		want[id]++
+	}
+	to := make([]blob.NodeID, len(ideal))
+	for i, cur := range c.Shards {
+		if want[cur] > 0 {
+			to[i] = cur
+			want[cur]--
+		}
+	}
+	var spare []blob.NodeID
+	for _, id := range ideal {
+		if want[id] > 0 {
+			spare = append(spare, id)
+			want[id]--
+		}
+	}
+	changed := false
+	for i := range to {
+		if to[i] == "" {
+			to[i], spare = spare[0], spare[1:]
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return to
+}
+
+// move carries out one planned chunk: each shard that changes node is
+// copied from its old holder if that one answers with a verified shard,
+// else rebuilt from any k shards; written durably to its new node; and
+// then the new locations are committed. It returns the bytes written.
+func (n *Node) move(ctx context.Context, layout raftstore.Layout, p planned, limiter *rate.Limiter) (int64, error) {
+	c := p.chunk
+	var rebuilt [][]byte // all k+m shards, reconstructed once if needed
+	var written int64
+	for i, to := range p.to {
+		if to == c.Shards[i] {
+			continue
+		}
+		var payload []byte
+		if from, ok := n.member(c.Shards[i], layout); ok && n.gossip.state(from.ID) != api.StateDead {
+			payload, _ = n.readShard(ctx, from, c.ID, i)
+		}
+		if payload == nil {
+			if rebuilt == nil {
+				var err error
+				if rebuilt, err = n.rebuildChunk(ctx, p.k, p.m, c); err != nil {
+					return written, err
+				}
+			}
+			payload = rebuilt[i]
+		}
+		dst, ok := n.member(to, layout)
+		if !ok {
+			return written, fmt.Errorf("target node %s has no address", to)
+		}
+		if err := limiter.WaitN(ctx, min(len(payload), limiter.Burst())); err != nil {
+			return written, err
+		}
+		h := erasure.Header{K: p.k, M: p.m, Index: i, ChunkLen: c.Len, ShardLen: len(payload), Chunk: c.ID, Checksum: erasure.Checksum(payload)}
+		if err := n.writeShard(ctx, dst, h, payload); err != nil {
+			return written, err
+		}
+		written += int64(len(payload))
+	}
+	cmd, err := raftstore.MoveShardsCommand(raftstore.ShardMove{Chunk: c.ID, From: c.Shards, To: p.to})
+	if err != nil {
+		return written, err
+	}
+	if _, err := n.apply(ctx, cmd); err != nil {
+		if errors.Is(err, raftstore.ErrStale) || errors.Is(err, blob.ErrNotFound) {
+			return written, nil // moved or deleted meanwhile; the next pass decides again
+		}
+		return written, err
+	}
+	return written, nil
+}
+
+// rebuildChunk gathers k verified shards of c and reconstructs all k+m.
+func (n *Node) rebuildChunk(ctx context.Context, k, m int, c raftstore.Chunk) ([][]byte, error) {
+	shards, err := n.fetchChunk(ctx, k, m, c)
+	if err != nil {
+		return nil, err
+	}
+	codec := n.codec
+	if k != codec.K() || m != codec.M() {
+		if codec, err = erasure.New(k, m); err != nil {
+			return nil, err
+		}
+	}
+	if err := codec.Reconstruct(shards); err != nil {
+		return nil, err
+	}
+	return shards, nil
+}
