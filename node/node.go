@@ -61,6 +61,12 @@ type Config struct {
 	// (default 128 MiB/s); RepairParallel the chunks it moves at once (4).
 	RepairBandwidth int
 	RepairParallel  int
+	// ScrubInterval is the pause between scrub passes (default 6 h);
+	// ScrubBandwidth caps scrub reads (default 32 MiB/s); OrphanGrace is how
+	// long an unreferenced shard is kept (default 1 h: longer than any put).
+	ScrubInterval  time.Duration
+	ScrubBandwidth int
+	OrphanGrace    time.Duration
 
 	K, M         int   // erasure coding (default 6+3)
 	ChunkSize    int   // bytes per chunk (default 4 MiB)
@@ -98,6 +104,13 @@ func (c *Config) setDefaults() error {
 	def(&c.PutParallel, 4)
 	def(&c.RepairBandwidth, 128<<20)
 	def(&c.RepairParallel, 4)
+	def(&c.ScrubBandwidth, 32<<20)
+	if c.ScrubInterval <= 0 {
+		c.ScrubInterval = 6 * time.Hour
+	}
+	if c.OrphanGrace <= 0 {
+		c.OrphanGrace = time.Hour
+	}
 	if c.Zone == "" {
 		c.Zone = "default"
 	}
@@ -169,6 +182,8 @@ type Node struct {
 	stripes sync.Pool // *erasure.Stripe
 	repair  repairState
 
+	scrubRepairs, scrubReclaimed atomic.Int64 // shards rebuilt / deleted by the scrubber
+
 	started time.Time
 	closing atomic.Bool
 	stop    chan struct{}
@@ -237,11 +252,12 @@ func Start(cfg Config) (*Node, error) {
 	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	go n.http.Serve(cfg.Network.Listener(ln))
 
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go n.joinLoop()
 	go n.controlLoop()
 	go n.reconnectLoop()
 	go n.repairLoop()
+	go n.scrubLoop()
 	n.log.Info("node started", "region", cfg.Region, "zone", cfg.Zone, "api", n.self.API, "raft", n.self.Raft, "gossip", n.GossipAddr())
 	return n, nil
 }

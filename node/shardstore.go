@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/erasure"
@@ -20,8 +22,13 @@ import (
 // Each file is the shard exactly as erasure defines it (header + payload).
 // The file system is the index: a shard exists iff its file does.
 type shardStore struct {
-	dir  string
-	used atomic.Int64 // bytes in shard files, approximate
+	dir   string
+	used  atomic.Int64   // bytes in shard files, approximate
+	locks [64]sync.Mutex // striped by shard path: orders writes against reclamation
+}
+
+func (s *shardStore) lock(chunk blob.ID, index int) *sync.Mutex {
+	return &s.locks[(int(chunk[0])+index)%len(s.locks)]
 }
 
 func openShardStore(dir string) (*shardStore, error) {
@@ -66,6 +73,9 @@ func (s *shardStore) write(chunk blob.ID, index int, r io.Reader) error {
 		return fmt.Errorf("%w: shard header names %s/%d, stored at %s/%d", blob.ErrCorrupt, h.Chunk, h.Index, chunk, index)
 	}
 	final := s.path(chunk, index)
+	mu := s.lock(chunk, index)
+	mu.Lock()
+	defer mu.Unlock()
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
 		return diskErr(err)
 	}
@@ -135,6 +145,26 @@ func (s *shardStore) read(chunk blob.ID, index int) (erasure.Header, []byte, err
 		return h, nil, err
 	}
 	return h, payload, nil
+}
+
+// removeIfOlder deletes a shard file if it was last written before cutoff.
+// Under the shard's lock, so a shard rewritten meanwhile (a move back to
+// this node) is never the one deleted.
+func (s *shardStore) removeIfOlder(chunk blob.ID, index int, cutoff time.Time) bool {
+	mu := s.lock(chunk, index)
+	mu.Lock()
+	defer mu.Unlock()
+	p := s.path(chunk, index)
+	info, err := os.Stat(p)
+	if err != nil || info.ModTime().After(cutoff) {
+		return false
+	}
+	if os.Remove(p) != nil {
+		return false
+	}
+	s.used.Add(-info.Size())
+	syncDir(filepath.Dir(p))
+	return true
 }
 
 func syncDir(dir string) error {

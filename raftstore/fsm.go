@@ -20,17 +20,16 @@ import (
 //	f r          "restore in progress" marker
 //	f l          layout (JSON)
 //	f b <id>     blob record (JSON, chunk shards omitted)
-//	f c <id>     chunk record (JSON)
-//	f g <id>     garbage: chunk no blob references (JSON chunkRecord), for reclamation
+//	f c <id>     chunk record (JSON); deleted when no blob references it, after
+//	             which the nodes' scrubbers reclaim its shards
 var (
 	keyApplied   = []byte{prefixFSM, 'a'}
 	keyRestoring = []byte{prefixFSM, 'r'}
 	keyLayout    = []byte{prefixFSM, 'l'}
 )
 
-func blobKey(id blob.ID) []byte    { return append([]byte{prefixFSM, 'b'}, id[:]...) }
-func chunkKey(id blob.ID) []byte   { return append([]byte{prefixFSM, 'c'}, id[:]...) }
-func garbageKey(id blob.ID) []byte { return append([]byte{prefixFSM, 'g'}, id[:]...) }
+func blobKey(id blob.ID) []byte  { return append([]byte{prefixFSM, 'b'}, id[:]...) }
+func chunkKey(id blob.ID) []byte { return append([]byte{prefixFSM, 'c'}, id[:]...) }
 
 // fsm applies commands to badger. Each Apply writes its effects and the
 // applied index in one transaction, so replaying an already-applied entry
@@ -114,7 +113,6 @@ func applyPutBlob(txn *badger.Txn, b Blob) (*Blob, error) {
 				return nil, fmt.Errorf("raftstore: chunk %s has %d shard locations, want %d", c.ID, len(c.Shards), b.K+b.M)
 			}
 			cr = chunkRecord{Len: c.Len, K: b.K, M: b.M, Shards: c.Shards}
-			_ = txn.Delete(garbageKey(c.ID))
 		case err != nil:
 			return nil, err
 		}
@@ -153,9 +151,6 @@ func applyDeleteBlob(txn *badger.Txn, id blob.ID) error {
 			continue
 		}
 		if err := txn.Delete(chunkKey(c.ID)); err != nil {
-			return err
-		}
-		if err := setJSON(txn, garbageKey(c.ID), cr); err != nil {
 			return err
 		}
 	}
@@ -295,7 +290,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 
 // dropFSM deletes every FSM key except the restore marker.
 func dropFSM(db *badger.DB) error {
-	for _, p := range []byte{'a', 'l', 'b', 'c', 'g'} {
+	for _, p := range []byte{'a', 'l', 'b', 'c'} {
 		if err := db.DropPrefix([]byte{prefixFSM, p}); err != nil {
 			return err
 		}

@@ -35,9 +35,12 @@ type Options struct {
 	// DeadAfter is the grace before a gone node's shards are rebuilt
 	// elsewhere (default here: 1 hour, i.e. no repair unless a test asks).
 	DeadAfter time.Duration
-	Dir       string       // parent of the nodes' data dirs; default: a new temp dir, removed by Close
-	Logger    *slog.Logger // default: discard
-	LogOutput io.Writer    // raft/memberlist logs; default: discard
+	// ScrubInterval and OrphanGrace: see node.Config (defaults here: 1 hour,
+	// i.e. no scrubbing or reclaiming unless a test asks).
+	ScrubInterval, OrphanGrace time.Duration
+	Dir                        string       // parent of the nodes' data dirs; default: a new temp dir, removed by Close
+	Logger                     *slog.Logger // default: discard
+	LogOutput                  io.Writer    // raft/memberlist logs; default: discard
 }
 
 // RegionNames are the names given to regions, in order.
@@ -75,8 +78,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.DeadAfter == 0 {
-		opts.DeadAfter = time.Hour
+	for _, d := range []*time.Duration{&opts.DeadAfter, &opts.ScrubInterval, &opts.OrphanGrace} {
+		if *d == 0 {
+			*d = time.Hour
+		}
 	}
 	c := &Cluster{opts: opts}
 	if c.opts.Dir == "" {
@@ -129,8 +134,8 @@ func (c *Cluster) start(m *Member) error {
 		Bind: m.IP, APIPort: m.api, GossipPort: m.gossip, RaftPort: m.raft, EphemeralPorts: true,
 		Join: seeds, BootstrapExpect: len(c.members),
 		K: c.opts.K, M: c.opts.M, ChunkSize: c.opts.ChunkSize, MaxBlobSize: c.opts.MaxBlobSize, ShardTimeout: c.opts.ShardTimeout,
-		DeadAfter: c.opts.DeadAfter,
-		Fast:      true, Network: m.Net, Logger: c.opts.Logger, LogOutput: c.opts.LogOutput,
+		DeadAfter: c.opts.DeadAfter, ScrubInterval: c.opts.ScrubInterval, OrphanGrace: c.opts.OrphanGrace,
+		Fast: true, Network: m.Net, Logger: c.opts.Logger, LogOutput: c.opts.LogOutput,
 	})
 	if err != nil {
 		return fmt.Errorf("testcluster: start %s: %w", m.ID, err)

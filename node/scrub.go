@@ -1,0 +1,144 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/raftstore"
+	"golang.org/x/time/rate"
+)
+
+// The scrubber runs on every node. Each pass it
+//
+//  1. re-reads and verifies every shard the metadata says this node holds,
+//     rebuilding a missing or corrupt one in place from any k others; and
+//  2. reclaims shard files no chunk references here — shards of deleted
+//     blobs, old copies left by moves, stale shards of a node that was
+//     declared dead and came back, leftovers of failed puts — once they have
+//     been unreferenced and unmodified for OrphanGrace. The grace covers
+//     puts in flight (their shards are unreferenced until the commit) and
+//     readers still holding old locations.
+//
+// Reads are rate-limited to ScrubBandwidth.
+
+// scrubLoop runs scrub passes until the node stops.
+func (n *Node) scrubLoop() {
+	defer n.wg.Done()
+	limiter := rate.NewLimiter(rate.Limit(n.cfg.ScrubBandwidth), 4<<20)
+	orphans := map[string]time.Time{} // path -> first seen unreferenced
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(n.cfg.ScrubInterval):
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-n.stop:
+			case <-ctx.Done():
+			}
+			cancel()
+		}()
+		n.scrub(ctx, limiter, orphans)
+		cancel()
+	}
+}
+
+type heldShard struct {
+	chunk raftstore.Chunk
+	index int
+	k, m  int
+}
+
+func (n *Node) scrub(ctx context.Context, limiter *rate.Limiter, orphans map[string]time.Time) {
+	var held []heldShard
+	n.meta.Chunks(func(c raftstore.Chunk, k, m int) bool {
+		for i, id := range c.Shards {
+			if id == n.cfg.ID {
+				held = append(held, heldShard{c, i, k, m})
+			}
+		}
+		return true
+	})
+	for _, h := range held {
+		if ctx.Err() != nil {
+			return
+		}
+		limiter.WaitN(ctx, min(int(erasure.ShardSize(h.chunk.Len, h.k)), limiter.Burst()))
+		_, _, err := n.shards.read(h.chunk.ID, h.index)
+		if err == nil || !(errors.Is(err, blob.ErrNotFound) || errors.Is(err, blob.ErrCorrupt)) {
+			continue
+		}
+		n.log.Warn("scrub: shard damaged; rebuilding", "chunk", h.chunk.ID, "index", h.index, "err", err)
+		shards, err := n.rebuildChunk(ctx, h.k, h.m, h.chunk)
+		if err != nil {
+			n.log.Error("scrub: cannot rebuild shard", "chunk", h.chunk.ID, "index", h.index, "err", err)
+			continue
+		}
+		p := shards[h.index]
+		hdr := erasure.Header{K: h.k, M: h.m, Index: h.index, ChunkLen: h.chunk.Len, ShardLen: len(p), Chunk: h.chunk.ID, Checksum: erasure.Checksum(p)}
+		if err := n.writeShard(ctx, n.self, hdr, p); err != nil {
+			n.log.Error("scrub: cannot write rebuilt shard", "chunk", h.chunk.ID, "index", h.index, "err", err)
+			continue
+		}
+		n.scrubRepairs.Add(1)
+	}
+	n.reclaim(orphans)
+}
+
+// reclaim deletes shard files that have been unreferenced for OrphanGrace.
+func (n *Node) reclaim(orphans map[string]time.Time) {
+	now := time.Now()
+	seen := map[string]bool{}
+	filepath.WalkDir(n.shards.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, ".tmp") {
+			return nil
+		}
+		chunk, index, ok := parseShardName(d.Name())
+		if !ok {
+			return nil
+		}
+		if c, err := n.meta.Chunk(chunk); err == nil && index < len(c.Shards) && c.Shards[index] == n.cfg.ID {
+			return nil // referenced
+		}
+		seen[p] = true
+		first, ok := orphans[p]
+		if !ok {
+			orphans[p] = now
+			return nil
+		}
+		if now.Sub(first) >= n.cfg.OrphanGrace && n.shards.removeIfOlder(chunk, index, now.Add(-n.cfg.OrphanGrace)) {
+			n.log.Debug("scrub: reclaimed unreferenced shard", "chunk", chunk, "index", index)
+			n.scrubReclaimed.Add(1)
+			delete(orphans, p)
+		}
+		return nil
+	})
+	for p := range orphans {
+		if !seen[p] {
+			delete(orphans, p) // referenced again, or gone
+		}
+	}
+}
+
+// parseShardName splits "<chunk id>.<index>".
+func parseShardName(name string) (blob.ID, int, bool) {
+	id, idx, ok := strings.Cut(name, ".")
+	if !ok {
+		return blob.ID{}, 0, false
+	}
+	chunk, err := blob.ParseID(id)
+	if err != nil {
+		return blob.ID{}, 0, false
+	}
+	i, err := strconv.Atoi(idx)
+	return chunk, i, err == nil
+}
