@@ -25,7 +25,8 @@ import (
 // memberlist calls the event methods on its own goroutines with its locks
 // held; they only update gossip's map and never call back into memberlist.
 type gossip struct {
-	ml *memberlist.Memberlist
+	ml   *memberlist.Memberlist
+	meta *metaDelegate
 
 	mu      sync.Mutex
 	members map[blob.NodeID]*memberInfo
@@ -38,8 +39,15 @@ type gossip struct {
 
 type memberInfo struct {
 	raftstore.Member
-	alive bool
-	since time.Time
+	formed bool // has raft state: part of a formed cluster
+	alive  bool
+	since  time.Time
+}
+
+// gossipMeta is what a node advertises.
+type gossipMeta struct {
+	raftstore.Member
+	Formed bool `json:"formed,omitempty"`
 }
 
 func newGossip(self raftstore.Member, bind string, port int, fast bool, logOut io.Writer, network *Network) (*gossip, error) {
@@ -47,11 +55,8 @@ func newGossip(self raftstore.Member, bind string, port int, fast bool, logOut i
 	if fast {
 		g.suspectFor = 2 * time.Second
 	}
-	meta, err := json.Marshal(self)
-	if err != nil {
-		return nil, err
-	}
-	if len(meta) > memberlist.MetaMaxSize {
+	g.meta = &metaDelegate{m: gossipMeta{Member: self}}
+	if meta := g.meta.NodeMeta(0); len(meta) > memberlist.MetaMaxSize-16 {
 		return nil, fmt.Errorf("node metadata is %d bytes, over memberlist's %d: shorten the node ID, region or zone", len(meta), memberlist.MetaMaxSize)
 	}
 	c := memberlist.DefaultLANConfig()
@@ -67,10 +72,11 @@ func newGossip(self raftstore.Member, bind string, port int, fast bool, logOut i
 	}
 	c.DeadNodeReclaimTime = time.Second // a restarted node may come back on a new port
 	c.Logger = log.New(logOut, "memberlist: ", 0)
-	c.Delegate = metaDelegate(meta)
+	c.Delegate = g.meta
 	c.Events = g
 	if network != nil {
 		var nt *memberlist.NetTransport
+		var err error
 		for try := 0; ; try++ { // port 0 may pick a TCP port whose UDP twin is taken
 			nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{bind}, BindPort: port, Logger: c.Logger})
 			if err == nil || port != 0 || try == 10 {
@@ -98,21 +104,40 @@ func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.update(n, true) }
 func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.update(n, false) }
 
 func (g *gossip) update(n *memberlist.Node, alive bool) {
-	var m raftstore.Member
-	if err := json.Unmarshal(n.Meta, &m); err != nil || m.ID == "" {
+	var gm gossipMeta
+	if err := json.Unmarshal(n.Meta, &gm); err != nil || gm.ID == "" {
 		return // not an Atoll node
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	cur := g.members[m.ID]
+	cur := g.members[gm.ID]
 	if cur == nil || cur.alive != alive {
-		g.members[m.ID] = &memberInfo{Member: m, alive: alive, since: time.Now()}
+		g.members[gm.ID] = &memberInfo{Member: gm.Member, formed: gm.Formed, alive: alive, since: time.Now()}
 		if alive {
-			delete(g.failures, m.ID)
+			delete(g.failures, gm.ID)
 		}
 		return
 	}
-	cur.Member = m
+	cur.Member, cur.formed = gm.Member, gm.Formed
+}
+
+// setFormed advertises that this node belongs to a formed cluster.
+func (g *gossip) setFormed() {
+	if g.meta.setFormed() {
+		g.ml.UpdateNode(time.Second)
+	}
+}
+
+// anyFormed reports whether a live member belongs to a formed cluster.
+func (g *gossip) anyFormed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, m := range g.members {
+		if m.alive && m.formed {
+			return true
+		}
+	}
+	return false
 }
 
 // alive returns the members gossip considers alive, sorted by ID.
@@ -190,13 +215,30 @@ func (g *gossip) shutdown(graceful bool) {
 	g.ml.Shutdown()
 }
 
-type metaDelegate []byte
+// metaDelegate serves this node's metadata to memberlist.
+type metaDelegate struct {
+	mu sync.Mutex
+	m  gossipMeta
+}
 
-func (d metaDelegate) NodeMeta(limit int) []byte                  { return d }
-func (d metaDelegate) NotifyMsg([]byte)                           {}
-func (d metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (d metaDelegate) LocalState(join bool) []byte                { return nil }
-func (d metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
+func (d *metaDelegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b, _ := json.Marshal(d.m)
+	return b
+}
+
+func (d *metaDelegate) setFormed() (changed bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	changed, d.m.Formed = !d.m.Formed, true
+	return changed
+}
+
+func (d *metaDelegate) NotifyMsg([]byte)                           {}
+func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *metaDelegate) LocalState(join bool) []byte                { return nil }
+func (d *metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
 func sortMembers(ms []raftstore.Member) {
 	slices.SortFunc(ms, func(a, b raftstore.Member) int { return cmp.Compare(a.ID, b.ID) })

@@ -185,6 +185,7 @@ type Node struct {
 	scrubRepairs, scrubReclaimed atomic.Int64 // shards rebuilt / deleted by the scrubber
 
 	started time.Time
+	joined  atomic.Bool // the --join seeds answered (or there were none)
 	closing atomic.Bool
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -325,8 +326,12 @@ func (n *Node) joinLoop() {
 			seeds = append(seeds, s)
 		}
 	}
+	if len(seeds) == 0 {
+		n.joined.Store(true)
+	}
 	for len(seeds) > 0 {
 		if _, err := n.gossip.join(seeds); err == nil {
+			n.joined.Store(true)
 			return
 		} else {
 			n.log.Debug("join failed, retrying", "err", err)
@@ -400,6 +405,7 @@ func (n *Node) controlLoop() {
 			n.maybeBootstrap()
 			continue
 		}
+		n.gossip.setFormed()
 		warned = n.warnIfFragile(warned)
 		if !n.meta.IsLeader() {
 			continue
@@ -427,10 +433,13 @@ func (n *Node) warnIfFragile(warned bool) bool {
 }
 
 // maybeBootstrap forms a new cluster once BootstrapExpect nodes gossip:
-// the one with the lowest ID bootstraps alone, then adds the others.
+// the one with the lowest ID bootstraps alone, then adds the others. A node
+// never bootstraps before its --join seeds answered, nor when any member it
+// sees already belongs to a formed cluster — it waits to be added instead,
+// or it would split the cluster in two.
 func (n *Node) maybeBootstrap() {
 	alive := n.gossip.alive()
-	if len(alive) < n.cfg.BootstrapExpect || alive[0].ID != n.cfg.ID {
+	if !n.joined.Load() || n.gossip.anyFormed() || len(alive) < n.cfg.BootstrapExpect || alive[0].ID != n.cfg.ID {
 		return
 	}
 	n.log.Info("bootstrapping cluster", "nodes_seen", len(alive))
