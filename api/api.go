@@ -75,14 +75,17 @@ type ClusterInfo struct {
 
 // NodeInfo is one node as the cluster sees it.
 type NodeInfo struct {
-	ID        blob.NodeID `json:"id"`
-	Region    blob.Region `json:"region"`
-	Zone      blob.Zone   `json:"zone"`
-	Addr      string      `json:"addr"`
-	State     string      `json:"state"`
-	Voter     bool        `json:"voter"`
-	InLayout  bool        `json:"in_layout"`
-	UsedBytes int64       `json:"used_bytes"`
+	ID       blob.NodeID `json:"id"`
+	Region   blob.Region `json:"region"`
+	Zone     blob.Zone   `json:"zone"`
+	Addr     string      `json:"addr"`
+	State    string      `json:"state"`
+	Voter    bool        `json:"voter"`
+	InLayout bool        `json:"in_layout"`
+	// Placement is "active" (takes shards), "draining" or "dead" (declared
+	// dead after the grace period; its shards are rebuilt elsewhere).
+	Placement string `json:"placement"`
+	UsedBytes int64  `json:"used_bytes"`
 }
 
 // RepairStatus is the leader's progress in moving shards to where

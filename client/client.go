@@ -186,8 +186,30 @@ func (c *Client) Stat(ctx context.Context, id blob.ID) (*api.Stat, error) {
 
 // Delete removes a blob.
 func (c *Client) Delete(ctx context.Context, id blob.ID) error {
+	return c.noContent(ctx, http.MethodDelete, "/v1/blobs/"+id.String())
+}
+
+// Cluster describes the cluster.
+func (c *Client) Cluster(ctx context.Context) (*api.ClusterInfo, error) {
+	var ci api.ClusterInfo
+	return &ci, c.getJSON(ctx, "/v1/cluster", &ci)
+}
+
+// DrainNode marks a node draining: it takes no new shards and the cluster
+// moves its shards elsewhere. Watch Cluster's Repair and DegradedChunks.
+func (c *Client) DrainNode(ctx context.Context, id blob.NodeID) error {
+	return c.noContent(ctx, http.MethodPost, "/v1/nodes/"+string(id)+"/drain")
+}
+
+// RemoveNode removes a node from the cluster. It is refused while the node
+// still holds shards: drain it first.
+func (c *Client) RemoveNode(ctx context.Context, id blob.NodeID) error {
+	return c.noContent(ctx, http.MethodDelete, "/v1/nodes/"+string(id))
+}
+
+func (c *Client) noContent(ctx context.Context, method, path string) error {
 	resp, err := c.do(ctx, func(base string) (*http.Request, error) {
-		return http.NewRequest(http.MethodDelete, base+"/v1/blobs/"+id.String(), nil)
+		return http.NewRequest(method, base+path, nil)
 	}, nil)
 	if err != nil {
 		return err
@@ -197,10 +219,4 @@ func (c *Client) Delete(ctx context.Context, id blob.ID) error {
 	}
 	resp.Body.Close()
 	return nil
-}
-
-// Cluster describes the cluster.
-func (c *Client) Cluster(ctx context.Context) (*api.ClusterInfo, error) {
-	var ci api.ClusterInfo
-	return &ci, c.getJSON(ctx, "/v1/cluster", &ci)
 }

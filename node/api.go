@@ -25,6 +25,7 @@ import (
 //	GET      /v1/blobs/{id}/stat
 //	DELETE   /v1/blobs/{id}     -> 204
 //	GET      /v1/cluster
+//	POST     /v1/nodes/{id}/drain, DELETE /v1/nodes/{id}  (see admin.go)
 //
 // Internal, node to node:
 //
@@ -42,6 +43,8 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("GET /v1/blobs/{id}/stat", n.handleStat)
 	mux.HandleFunc("DELETE /v1/blobs/{id}", n.handleDelete)
 	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
+	mux.HandleFunc("POST /v1/nodes/{id}/drain", n.handleDrain)
+	mux.HandleFunc("DELETE /v1/nodes/{id}", n.handleRemove)
 	mux.HandleFunc("PUT /internal/shards/{chunk}/{index}", n.handleShardPut)
 	mux.HandleFunc("GET /internal/shards/{chunk}/{index}", n.handleShardGet)
 	mux.HandleFunc("HEAD /internal/shards/{chunk}/{index}", n.handleShardGet)

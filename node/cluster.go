@@ -33,7 +33,11 @@ func (n *Node) Cluster(ctx context.Context) api.ClusterInfo {
 	var wg sync.WaitGroup
 	ci.Nodes = make([]api.NodeInfo, len(members))
 	for i, m := range members {
-		_, inLayout := layout.Member(m.ID)
+		lm, inLayout := layout.Member(m.ID)
+		placementState := lm.State
+		if placementState == raftstore.StateActive {
+			placementState = "active"
+		}
 		if g, ok := n.gossip.member(m.ID); ok {
 			m = g
 		}
@@ -41,7 +45,7 @@ func (n *Node) Cluster(ctx context.Context) api.ClusterInfo {
 		if m.ID == n.cfg.ID {
 			state = api.StateAlive
 		}
-		ci.Nodes[i] = api.NodeInfo{ID: m.ID, Region: m.Region, Zone: m.Zone, Addr: m.API, State: state, Voter: voters[m.ID], InLayout: inLayout}
+		ci.Nodes[i] = api.NodeInfo{ID: m.ID, Region: m.Region, Zone: m.Zone, Addr: m.API, State: state, Voter: voters[m.ID], InLayout: inLayout, Placement: placementState}
 		if state != api.StateDead {
 			wg.Go(func() { ci.Nodes[i].UsedBytes = n.peerInfo(ctx, m).UsedBytes })
 		}

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -474,6 +475,9 @@ func (n *Node) maintainLayout() error {
 	alive := map[blob.NodeID]bool{}
 	for _, m := range n.gossip.alive() {
 		alive[m.ID] = true
+		if slices.Contains(l.Removed, m.ID) {
+			continue
+		}
 		cur, ok := l.Member(m.ID)
 		m.State = cur.State
 		if cur.State == raftstore.StateDead {

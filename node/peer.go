@@ -171,6 +171,8 @@ func (n *Node) askLeader(ctx context.Context, method, path string, body []byte) 
 	case http.StatusOK:
 		var b *raftstore.Blob
 		return b, json.NewDecoder(resp.Body).Decode(&b)
+	case http.StatusNoContent:
+		return nil, nil
 	case http.StatusMisdirectedRequest:
 		return nil, raftstore.ErrNotLeader
 	}

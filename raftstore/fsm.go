@@ -162,6 +162,9 @@ func applySetMember(txn *badger.Txn, m Member) error {
 	if err := getJSON(txn, keyLayout, &l); err != nil && !errors.Is(err, blob.ErrNotFound) {
 		return err
 	}
+	if slices.Contains(l.Removed, m.ID) {
+		return fmt.Errorf("node %s was removed from the cluster; start it with a fresh data directory to rejoin", m.ID)
+	}
 	i := slices.IndexFunc(l.Nodes, func(n Member) bool { return n.ID == m.ID })
 	switch {
 	case i < 0:
@@ -198,6 +201,7 @@ func applyRemoveMember(txn *badger.Txn, id blob.NodeID) error {
 		return fmt.Errorf("node %s: %w", id, blob.ErrNotFound)
 	}
 	l.Nodes = slices.Delete(l.Nodes, i, i+1)
+	l.Removed = append(l.Removed, id)
 	l.Version++
 	return setJSON(txn, keyLayout, l)
 }

@@ -61,6 +61,9 @@ type Member struct {
 type Layout struct {
 	Version uint64   `json:"version"`
 	Nodes   []Member `json:"nodes"`
+	// Removed lists nodes an operator removed; gossip does not add them
+	// back (a removed machine rejoins only with a fresh data directory).
+	Removed []blob.NodeID `json:"removed,omitempty"`
 }
 
 // PlacementNodes returns every member of the layout as placement input.

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -178,6 +179,35 @@ func (c *Cluster) waitFor(ctx context.Context, what string, cond func() bool) er
 		}
 	}
 	return nil
+}
+
+// AddNode starts a new node in region r (joining the running cluster) and
+// returns its slot.
+func (c *Cluster) AddNode(r blob.Region) (*Member, error) {
+	c.mu.Lock()
+	var ip string
+	count := 0
+	for _, m := range c.members {
+		if m.Region == r {
+			count++
+			ip = m.IP
+		}
+	}
+	if ip == "" {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("testcluster: no region %s", r)
+	}
+	parts := strings.Split(ip, ".")
+	m := &Member{
+		ID:     blob.NodeID(fmt.Sprintf("%s-%d", r, count+1)),
+		Region: r,
+		IP:     fmt.Sprintf("%s.%s.%s.%d", parts[0], parts[1], parts[2], count+1),
+	}
+	m.Dir = filepath.Join(c.opts.Dir, string(m.ID))
+	m.Net = node.NewNetwork(m.IP)
+	c.members = append(c.members, m)
+	c.mu.Unlock()
+	return m, c.start(m)
 }
 
 // Members returns every node slot, up or down.

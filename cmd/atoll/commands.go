@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
 )
 
 func cmdPut(args []string) error {
@@ -150,12 +151,18 @@ func printCluster(w io.Writer, ci *api.ClusterInfo) {
 	if !ci.ToleratesRegionLoss {
 		guarantee = "does NOT tolerate the loss of a region"
 	}
-	fmt.Fprintf(w, "coding:  %d+%d (chunks of %d bytes)\nregions: %s\nleader:  %s\nblobs:   %d (%d bytes stored, %d bytes on disk)\nguarantee: %s\n\n",
-		ci.K, ci.M, ci.ChunkSize, joinRegions(ci), ci.Leader, ci.Blobs, ci.StoredBytes, ci.UsedBytes, guarantee)
+	fmt.Fprintf(w, "coding:  %d+%d (chunks of %d bytes)\nregions: %s\nleader:  %s\nblobs:   %d (%d bytes stored, %d bytes on disk)\nguarantee: %s\ndegraded chunks: %d\n",
+		ci.K, ci.M, ci.ChunkSize, joinRegions(ci), ci.Leader, ci.Blobs, ci.StoredBytes, ci.UsedBytes, guarantee, ci.DegradedChunks)
+	if r := ci.Repair; r.Running {
+		fmt.Fprintf(w, "repair:  %d/%d chunks, %.1f MB/s, ETA %.0fs\n", r.Done, r.Total, r.BytesPerSecond/1e6, r.ETASeconds)
+	} else {
+		fmt.Fprintln(w, "repair:  idle")
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tREGION\tZONE\tSTATE\tVOTER\tUSED\tADDR")
+	fmt.Fprintln(tw, "NODE\tREGION\tZONE\tSTATE\tPLACEMENT\tVOTER\tUSED\tADDR")
 	for _, n := range ci.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%s\n", n.ID, n.Region, n.Zone, n.State, n.Voter, n.UsedBytes, n.Addr)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d\t%s\n", n.ID, n.Region, n.Zone, n.State, n.Placement, n.Voter, n.UsedBytes, n.Addr)
 	}
 	tw.Flush()
 	for _, warn := range ci.Warnings {
@@ -169,4 +176,28 @@ func joinRegions(ci *api.ClusterInfo) string {
 		rs = append(rs, string(r))
 	}
 	return strings.Join(rs, ", ")
+}
+
+func cmdNode(args []string) error {
+	if len(args) == 0 || (args[0] != "drain" && args[0] != "remove") {
+		return usagef("want: atoll node drain|remove [--server URL] ID")
+	}
+	fs := flag.NewFlagSet("node "+args[0], flag.ContinueOnError)
+	server := serverFlag(fs)
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one node ID")
+	}
+	cl, id := newClient(*server), blob.NodeID(pos[0])
+	if args[0] == "drain" {
+		if err := cl.DrainNode(context.Background(), id); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "node %s is draining; follow with: atoll cluster\n", id)
+		return nil
+	}
+	return cl.RemoveNode(context.Background(), id)
 }

@@ -29,7 +29,9 @@ usage:
   atoll get  [--server URL] ID [-o FILE]  fetch a blob to FILE or stdout
   atoll stat [--server URL] [--json] ID   size, chunks, and the health of every shard
   atoll rm   [--server URL] ID            delete a blob
-  atoll cluster [--server URL] [--json]   regions, nodes, raft leader and voters, guarantees
+  atoll cluster [--server URL] [--json]   regions, nodes, raft leader and voters, guarantees, repair
+  atoll node drain  [--server URL] ID     move every shard off a node (it keeps serving meanwhile)
+  atoll node remove [--server URL] ID     remove a drained node from the cluster
   atoll dev                               run a 3-region x 3-node cluster in this process
   atoll demo                              show a region being lost without losing data
 
@@ -44,7 +46,7 @@ func main() {
 	}
 	cmds := map[string]func([]string) error{
 		"server": cmdServer, "put": cmdPut, "get": cmdGet, "stat": cmdStat, "rm": cmdRm,
-		"cluster": cmdCluster, "dev": cmdDev, "demo": cmdDemo,
+		"cluster": cmdCluster, "node": cmdNode, "dev": cmdDev, "demo": cmdDemo,
 	}
 	name, args := os.Args[1], os.Args[2:]
 	if name == "-h" || name == "--help" || name == "help" {

@@ -1,0 +1,84 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/raftstore"
+)
+
+// Operator actions on nodes. Both run on the leader (other nodes forward):
+//
+//	POST   /v1/nodes/{id}/drain  mark the node draining: it takes no new
+//	                             shards, and the reconciler moves its shards
+//	                             away while it keeps serving them
+//	DELETE /v1/nodes/{id}        remove the node from the layout and raft;
+//	                             refused (409) while any chunk still has a
+//	                             shard there
+
+func (n *Node) handleDrain(w http.ResponseWriter, r *http.Request) {
+	id := blob.NodeID(r.PathValue("id"))
+	_, err := n.viaLeader(r.Context(), http.MethodPost, r.URL.Path, nil, func(ctx context.Context) (*raftstore.Blob, error) {
+		l, err := n.meta.Layout()
+		if err != nil {
+			return nil, err
+		}
+		m, ok := l.Member(id)
+		if !ok {
+			return nil, fmt.Errorf("node %s: %w", id, blob.ErrNotFound)
+		}
+		if m.State == raftstore.StateDraining {
+			return nil, nil
+		}
+		m.State = raftstore.StateDraining
+		cmd, err := raftstore.SetMemberCommand(m)
+		if err != nil {
+			return nil, err
+		}
+		n.log.Info("node draining", "member", id)
+		return n.meta.ApplyJSON(ctx, cmd)
+	})
+	n.writeAdminResult(w, err)
+}
+
+func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
+	id := blob.NodeID(r.PathValue("id"))
+	_, err := n.viaLeader(r.Context(), http.MethodDelete, r.URL.Path, nil, func(ctx context.Context) (*raftstore.Blob, error) {
+		if err := n.meta.Barrier(ctx); err != nil {
+			return nil, err
+		}
+		if id == n.cfg.ID {
+			return nil, &blob.Error{Code: "conflict", Status: http.StatusConflict, Message: "the raft leader cannot remove itself; remove it from another node after leadership moves"}
+		}
+		held := 0
+		n.meta.Chunks(func(c raftstore.Chunk, _, _ int) bool {
+			for _, s := range c.Shards {
+				if s == id {
+					held++
+				}
+			}
+			return true
+		})
+		if held > 0 {
+			return nil, &blob.Error{Code: "conflict", Status: http.StatusConflict,
+				Message: fmt.Sprintf("node %s still holds %d shards, some the only copy of their shard: drain it first (atoll node drain %s)", id, held, id)}
+		}
+		cmd, err := raftstore.RemoveMemberCommand(id)
+		if err != nil {
+			return nil, err
+		}
+		n.log.Info("node removed", "member", id)
+		return n.meta.ApplyJSON(ctx, cmd)
+	})
+	n.writeAdminResult(w, err)
+}
+
+func (n *Node) writeAdminResult(w http.ResponseWriter, err error) {
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
