@@ -8,6 +8,7 @@ import (
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
+	"github.com/atollstore/atoll/erasure"
 )
 
 // waitDegraded waits until the cluster has noticed damage.
@@ -88,4 +89,139 @@ func TestRepairAfterRegionLoss(t *testing.T) {
 		}
 	}
 	verifyAll(t, cl, ids, blobs)
+}
+
+// TestFourRegionsRegainTolerance: with four regions, repair after losing
+// one restores ≤ m shards per region, so a second region can then be lost.
+func TestFourRegionsRegainTolerance(t *testing.T) {
+	c := start(t, Options{Regions: 4, DeadAfter: time.Second})
+	cl := client.New(c.URLs()...)
+	blobs := corpus(61, 40)
+	ids := putAll(t, cl, blobs)
+	leader, _ := c.WaitLeader(context.Background())
+	first := otherRegion(c, leader.Region)
+	c.KillRegion(first)
+	waitDegraded(t, c, cl)
+	ci := waitRepaired(t, c, cl)
+	assertFullRedundancy(t, cl, ids, first, 3)
+	err := c.waitFor(context.Background(), "region-loss tolerance to be reported again", func() bool {
+		ci, _ = cl.Cluster(context.Background())
+		return ci != nil && ci.ToleratesRegionLoss
+	})
+	if err != nil {
+		t.Fatalf("%v: warnings %q", err, ci.Warnings)
+	}
+	var second blob.Region
+	for _, r := range c.Regions() {
+		if r != first && r != leader.Region {
+			second = r
+			break
+		}
+	}
+	c.KillRegion(second)
+	verifyAll(t, cl, ids, blobs)
+}
+
+// TestLeaderKilledMidRepair: a node dies and repair is throttled so that
+// it is still running when the leader dies too; the new leader finishes
+// it. (Two lost nodes stay within m = 3 for every chunk; a region plus the
+// leader would not.)
+func TestLeaderKilledMidRepair(t *testing.T) {
+	c := start(t, Options{DeadAfter: time.Second, RepairBandwidth: 1 << 20})
+	cl := client.New(c.URLs()...)
+	blobs := corpus(71, 80)
+	ids := putAll(t, cl, blobs)
+	leader, _ := c.WaitLeader(context.Background())
+	var victim blob.NodeID
+	for _, m := range c.Members() {
+		if m.Region != leader.Region {
+			victim = m.ID
+			break
+		}
+	}
+	c.KillNode(victim)
+	err := c.waitFor(context.Background(), "repair to be under way", func() bool {
+		ci, err := cl.Cluster(context.Background())
+		return err == nil && ci.Repair.Running && ci.Repair.Done > 0
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, _ := cl.Cluster(context.Background())
+	t.Logf("killing leader %s with repair at %d/%d", leader.ID, ci.Repair.Done, ci.Repair.Total)
+	c.KillNode(leader.ID)
+	newLeader, err := c.WaitLeader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("new leader %s", newLeader.ID)
+	waitRepaired(t, c, cl)
+	// Every chunk is whole again on nodes that are alive.
+	for _, id := range ids {
+		st, err := cl.Stat(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range st.Chunks {
+			for _, s := range ch.Shards {
+				if !s.Healthy {
+					t.Fatalf("after repair: %+v", s)
+				}
+			}
+		}
+	}
+	verifyAll(t, cl, ids, blobs)
+}
+
+// TestReturningRegion: a region declared dead comes back. Chunks spread
+// over two regions during its absence move back (≤ m per region again),
+// and the returning nodes' stale shards are reclaimed, not double-counted.
+func TestReturningRegion(t *testing.T) {
+	c := start(t, Options{DeadAfter: time.Second, OrphanGrace: time.Second, ScrubInterval: 300 * time.Millisecond})
+	cl := client.New(c.URLs()...)
+	blobs := corpus(81, 30)
+	ids := putAll(t, cl, blobs)
+	leader, _ := c.WaitLeader(context.Background())
+	victim := otherRegion(c, leader.Region)
+	c.KillRegion(victim)
+	waitDegraded(t, c, cl)
+	waitRepaired(t, c, cl)
+	c.RestartRegion(victim)
+	waitAlive(t, c)
+	err := c.waitFor(context.Background(), "chunks to move back and stale shards to go", func() bool {
+		if !placementHolds(cl, locations(t, cl, ids)) {
+			return false
+		}
+		ci, err := cl.Cluster(context.Background())
+		if err != nil {
+			return false
+		}
+		return ci.UsedBytes == shardBytes(t, cl, ids)
+	})
+	if err != nil {
+		ci, _ := cl.Cluster(context.Background())
+		t.Fatalf("%v: %d bytes on disk, %d referenced", err, ci.UsedBytes, shardBytes(t, cl, ids))
+	}
+	assertFullRedundancy(t, cl, ids, "", 3)
+	verifyAll(t, cl, ids, blobs)
+}
+
+// shardBytes is what the referenced shards of ids occupy on disk.
+func shardBytes(t *testing.T, cl *client.Client, ids []blob.ID) int64 {
+	t.Helper()
+	seen := map[blob.ID]bool{}
+	var total int64
+	for _, id := range ids {
+		st, err := cl.Stat(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range st.Chunks {
+			if !seen[ch.ID] {
+				seen[ch.ID] = true
+				total += int64(len(ch.Shards)) * (erasure.HeaderSize + erasure.ShardSize(ch.Len, st.K))
+			}
+		}
+	}
+	return total
 }

@@ -39,6 +39,7 @@ type Options struct {
 	// ScrubInterval and OrphanGrace: see node.Config (defaults here: 1 hour,
 	// i.e. no scrubbing or reclaiming unless a test asks).
 	ScrubInterval, OrphanGrace time.Duration
+	RepairBandwidth            int          // bytes/s; default: node's
 	Dir                        string       // parent of the nodes' data dirs; default: a new temp dir, removed by Close
 	Logger                     *slog.Logger // default: discard
 	LogOutput                  io.Writer    // raft/memberlist logs; default: discard
@@ -135,7 +136,7 @@ func (c *Cluster) start(m *Member) error {
 		Bind: m.IP, APIPort: m.api, GossipPort: m.gossip, RaftPort: m.raft, EphemeralPorts: true,
 		Join: seeds, BootstrapExpect: len(c.members),
 		K: c.opts.K, M: c.opts.M, ChunkSize: c.opts.ChunkSize, MaxBlobSize: c.opts.MaxBlobSize, ShardTimeout: c.opts.ShardTimeout,
-		DeadAfter: c.opts.DeadAfter, ScrubInterval: c.opts.ScrubInterval, OrphanGrace: c.opts.OrphanGrace,
+		DeadAfter: c.opts.DeadAfter, ScrubInterval: c.opts.ScrubInterval, OrphanGrace: c.opts.OrphanGrace, RepairBandwidth: c.opts.RepairBandwidth,
 		Fast: true, Network: m.Net, Logger: c.opts.Logger, LogOutput: c.opts.LogOutput,
 	})
 	if err != nil {
