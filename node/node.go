@@ -59,7 +59,7 @@ type Config struct {
 	// and its shards are rebuilt elsewhere (default 5 minutes).
 	DeadAfter time.Duration
 	// RepairBandwidth caps the shard bytes per second the reconciler writes
-	// (default 128 MiB/s); RepairParallel the chunks it moves at once (4).
+	// (default 128 MiB/s); RepairParallel the chunks it moves at once (8).
 	RepairBandwidth int
 	RepairParallel  int
 	// ScrubInterval is the pause between scrub passes (default 6 h);
@@ -104,7 +104,7 @@ func (c *Config) setDefaults() error {
 	def(&c.ChunkSize, 4<<20)
 	def(&c.PutParallel, 4)
 	def(&c.RepairBandwidth, 128<<20)
-	def(&c.RepairParallel, 4)
+	def(&c.RepairParallel, 8)
 	def(&c.ScrubBandwidth, 32<<20)
 	if c.ScrubInterval <= 0 {
 		c.ScrubInterval = 6 * time.Hour

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
@@ -103,4 +106,54 @@ func BenchmarkGetRegionDown(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchGet(b, cl, ids)
+}
+
+// BenchmarkRepairRegionLoss stores ATOLL_BENCH_REPAIR_MIB (default 1024)
+// MiB on a 3x3 cluster, kills a region with the grace period at ~0 and
+// reports the time until every chunk has k+m shards again and the rate at
+// which shards were rebuilt. Run with -benchtime 1x.
+func BenchmarkRepairRegionLoss(b *testing.B) {
+	mib := 1024
+	if s := os.Getenv("ATOLL_BENCH_REPAIR_MIB"); s != "" {
+		mib, _ = strconv.Atoi(s)
+	}
+	for b.Loop() {
+		c, err := Start(context.Background(), Options{DeadAfter: time.Nanosecond, RepairBandwidth: 4 << 30})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cl := client.New(c.URLs()...)
+		data := randBytes(rand.New(rand.NewPCG(1, 1)), 64<<20)
+		for range mib / 64 {
+			stamp(data)
+			if _, err := cl.Put(context.Background(), bytes.NewReader(data)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		leader, _ := c.WaitLeader(context.Background())
+		victim := otherRegion(c, leader.Region)
+		before, _ := cl.Cluster(context.Background())
+		var lost int64
+		for _, n := range before.Nodes {
+			if n.Region == victim {
+				lost += n.UsedBytes
+			}
+		}
+		killed := time.Now()
+		c.KillRegion(victim)
+		err = c.waitFor(context.Background(), "repair", func() bool {
+			ci, err := cl.Cluster(context.Background())
+			return err == nil && ci.DegradedChunks == 0 && !ci.Repair.Running && ci.Repair.Total == 0 && time.Since(killed) > time.Second
+		})
+		took := time.Since(killed)
+		if err != nil {
+			b.Fatal(err)
+		}
+		after, _ := cl.Cluster(context.Background())
+		rebuilt := after.UsedBytes - (before.UsedBytes - lost)
+		b.ReportMetric(took.Seconds(), "s-to-full-redundancy")
+		b.ReportMetric(float64(rebuilt)/1e6/took.Seconds(), "MB/s-rebuilt")
+		b.ReportMetric(float64(rebuilt)/1e6, "MB-rebuilt")
+		c.Close()
+	}
 }

@@ -34,6 +34,12 @@ func cmdServer(args []string) error {
 	fs.IntVar(&cfg.ChunkSize, "chunk-size", 4<<20, "chunk size in bytes")
 	fs.Int64Var(&cfg.MaxBlobSize, "max-blob-size", 1<<40, "largest accepted upload in bytes")
 	fs.Float64Var(&cfg.Weight, "capacity", 1, "relative capacity weight of this node")
+	fs.DurationVar(&cfg.DeadAfter, "dead-after", 5*time.Minute, "declare a node dead (and rebuild its shards elsewhere) after it has been gone this long")
+	fs.IntVar(&cfg.RepairBandwidth, "repair-bandwidth", 128<<20, "bytes per second repair and rebalancing may write")
+	fs.IntVar(&cfg.RepairParallel, "repair-parallel", 8, "chunks repaired at once")
+	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", 6*time.Hour, "pause between passes that re-verify this node's shards")
+	fs.IntVar(&cfg.ScrubBandwidth, "scrub-bandwidth", 32<<20, "bytes per second the scrubber may read")
+	fs.DurationVar(&cfg.OrphanGrace, "orphan-grace", time.Hour, "keep unreferenced shards this long before reclaiming them (longer than any upload)")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	pos, err := parse(fs, args)
 	if err != nil {
