@@ -44,7 +44,10 @@ type ShardStat struct {
 	Node    blob.NodeID `json:"node"`
 	Region  blob.Region `json:"region"`
 	Healthy bool        `json:"healthy"`
-	Error   string      `json:"error,omitempty"`
+	// State is "healthy", "missing", "corrupt", "unreachable", "node-dead"
+	// or "unknown-node".
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
 }
 
 // Info is a node's report about itself.

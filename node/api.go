@@ -224,12 +224,12 @@ func (n *Node) handleStat(w http.ResponseWriter, r *http.Request) {
 			*ss = api.ShardStat{Index: si, Node: id}
 			m, ok := n.member(id, layout)
 			if !ok {
-				ss.Error = "node not in layout"
+				ss.State, ss.Error = "unknown-node", "node not in layout"
 				continue
 			}
 			ss.Region = m.Region
 			if n.gossip.state(id) == api.StateDead {
-				ss.Error = "node is dead"
+				ss.State, ss.Error = "node-dead", "node is dead"
 				continue
 			}
 			wg.Go(func() {
@@ -238,7 +238,7 @@ func (n *Node) handleStat(w http.ResponseWriter, r *http.Request) {
 				ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 				defer cancel()
 				err := n.checkShard(ctx, m, c.ID, si)
-				ss.Healthy = err == nil
+				ss.Healthy, ss.State = err == nil, shardState(err)
 				if err != nil {
 					ss.Error = err.Error()
 				}
@@ -247,6 +247,19 @@ func (n *Node) handleStat(w http.ResponseWriter, r *http.Request) {
 	}
 	wg.Wait()
 	writeJSON(w, http.StatusOK, st)
+}
+
+// shardState names the outcome of checking a shard.
+func shardState(err error) string {
+	switch {
+	case err == nil:
+		return "healthy"
+	case errors.Is(err, blob.ErrNotFound):
+		return "missing"
+	case errors.Is(err, blob.ErrCorrupt):
+		return "corrupt"
+	}
+	return "unreachable"
 }
 
 func parseShardPath(r *http.Request) (blob.ID, int, error) {

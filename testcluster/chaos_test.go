@@ -342,6 +342,9 @@ func TestCorruptShardsDetectedAndSurvived(t *testing.T) {
 	for _, s := range st.Chunks[0].Shards {
 		if !s.Healthy {
 			unhealthy++
+			if s.State != "corrupt" {
+				t.Errorf("damaged shard %d reported %q, want corrupt", s.Index, s.State)
+			}
 		}
 	}
 	if unhealthy != 3 {

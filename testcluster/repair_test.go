@@ -78,9 +78,12 @@ func TestRepairAfterRegionLoss(t *testing.T) {
 	c.KillRegion(victim)
 	start := time.Now()
 	waitDegraded(t, c, cl)
-	waitRepaired(t, c, cl)
+	ci := waitRepaired(t, c, cl)
 	t.Logf("from region kill to full redundancy: %v (grace 1 s)", time.Since(start).Round(time.Millisecond))
 	assertFullRedundancy(t, cl, ids, victim, 9)
+	if ci.ToleratesRegionLoss || len(ci.Warnings) == 0 {
+		t.Fatalf("with 2 regions left the cluster must report the reduced guarantee: %+v", ci)
+	}
 	// One more loss in a surviving region: still everything reads.
 	for _, m := range c.Members() {
 		if m.Region != victim && m.Node != nil && m.ID != leader.ID {

@@ -105,10 +105,10 @@ func cmdStat(args []string) error {
 	}
 	fmt.Printf("id:     %s\nsize:   %d bytes\ncoding: %d+%d\nchunks: %d\nshards: %d of %d healthy\n", st.ID, st.Size, st.K, st.M, len(st.Chunks), healthy, total)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CHUNK\tSHARD\tNODE\tREGION\tHEALTHY\tERROR")
+	fmt.Fprintln(tw, "CHUNK\tSHARD\tNODE\tREGION\tSTATE")
 	for i, c := range st.Chunks {
 		for _, s := range c.Shards {
-			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%v\t%s\n", i, s.Index, s.Node, s.Region, s.Healthy, s.Error)
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", i, s.Index, s.Node, s.Region, s.State)
 		}
 	}
 	return tw.Flush()
