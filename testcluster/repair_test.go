@@ -39,6 +39,24 @@ func waitRepaired(t *testing.T, c *Cluster, cl *client.Client) *api.ClusterInfo 
 	return ci
 }
 
+// loseRegionAndRepair kills a region other than the leader's, waits until
+// the cluster notices and then until repair is done, and returns the
+// region and the final cluster view.
+func loseRegionAndRepair(t *testing.T, c *Cluster, cl *client.Client) (blob.Region, *api.ClusterInfo) {
+	t.Helper()
+	leader, err := c.WaitLeader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := otherRegion(c, leader.Region)
+	start := time.Now()
+	c.KillRegion(victim)
+	waitDegraded(t, c, cl)
+	ci := waitRepaired(t, c, cl)
+	t.Logf("region %s lost; full redundancy again after %v", victim, time.Since(start).Round(time.Millisecond))
+	return victim, ci
+}
+
 // assertFullRedundancy checks every shard of every blob is healthy and on
 // a live node, and at most maxPerRegion shards of a chunk share a region.
 func assertFullRedundancy(t *testing.T, cl *client.Client, ids []blob.ID, dead blob.Region, maxPerRegion int) {
@@ -73,18 +91,13 @@ func TestRepairAfterRegionLoss(t *testing.T) {
 	cl := client.New(c.URLs()...)
 	blobs := corpus(21, 100)
 	ids := putAll(t, cl, blobs)
-	leader, _ := c.WaitLeader(context.Background())
-	victim := otherRegion(c, leader.Region)
-	c.KillRegion(victim)
-	start := time.Now()
-	waitDegraded(t, c, cl)
-	ci := waitRepaired(t, c, cl)
-	t.Logf("from region kill to full redundancy: %v (grace 1 s)", time.Since(start).Round(time.Millisecond))
+	victim, ci := loseRegionAndRepair(t, c, cl)
 	assertFullRedundancy(t, cl, ids, victim, 9)
 	if ci.ToleratesRegionLoss || len(ci.Warnings) == 0 {
 		t.Fatalf("with 2 regions left the cluster must report the reduced guarantee: %+v", ci)
 	}
 	// One more loss in a surviving region: still everything reads.
+	leader, _ := c.WaitLeader(context.Background())
 	for _, m := range c.Members() {
 		if m.Region != victim && m.Node != nil && m.ID != leader.ID {
 			c.KillNode(m.ID)
@@ -101,11 +114,7 @@ func TestFourRegionsRegainTolerance(t *testing.T) {
 	cl := client.New(c.URLs()...)
 	blobs := corpus(61, 40)
 	ids := putAll(t, cl, blobs)
-	leader, _ := c.WaitLeader(context.Background())
-	first := otherRegion(c, leader.Region)
-	c.KillRegion(first)
-	waitDegraded(t, c, cl)
-	ci := waitRepaired(t, c, cl)
+	first, ci := loseRegionAndRepair(t, c, cl)
 	assertFullRedundancy(t, cl, ids, first, 3)
 	err := c.waitFor(context.Background(), "region-loss tolerance to be reported again", func() bool {
 		ci, _ = cl.Cluster(context.Background())
@@ -114,6 +123,7 @@ func TestFourRegionsRegainTolerance(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v: warnings %q", err, ci.Warnings)
 	}
+	leader, _ := c.WaitLeader(context.Background())
 	var second blob.Region
 	for _, r := range c.Regions() {
 		if r != first && r != leader.Region {
@@ -184,11 +194,7 @@ func TestReturningRegion(t *testing.T) {
 	cl := client.New(c.URLs()...)
 	blobs := corpus(81, 30)
 	ids := putAll(t, cl, blobs)
-	leader, _ := c.WaitLeader(context.Background())
-	victim := otherRegion(c, leader.Region)
-	c.KillRegion(victim)
-	waitDegraded(t, c, cl)
-	waitRepaired(t, c, cl)
+	victim, _ := loseRegionAndRepair(t, c, cl)
 	c.RestartRegion(victim)
 	waitAlive(t, c)
 	err := c.waitFor(context.Background(), "chunks to move back and stale shards to go", func() bool {
