@@ -103,3 +103,10 @@ type RepairStatus struct {
 	ETASeconds     float64   `json:"eta_seconds"`
 	Started        time.Time `json:"started,omitzero"`
 }
+
+// ShardRef names one shard on one node.
+type ShardRef struct {
+	Chunk blob.ID     `json:"chunk"`
+	Index int         `json:"index"`
+	Node  blob.NodeID `json:"node"`
+}

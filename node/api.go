@@ -34,6 +34,7 @@ import (
 //	GET  /internal/blobs/{id}   blob record from the leader's replica
 //	GET  /internal/info         this node's disk usage
 //	GET  /internal/repair       the leader's repair progress
+//	POST /internal/unreferenced which of these shards no chunk references (leader only)
 func (n *Node) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/blobs", n.handlePut)
@@ -51,6 +52,7 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("POST /internal/apply", n.handleApply)
 	mux.HandleFunc("GET /internal/blobs/{id}", n.handleInternalBlob)
 	mux.HandleFunc("GET /internal/info", n.handleInfo)
+	mux.HandleFunc("POST /internal/unreferenced", n.handleUnreferenced)
 	mux.HandleFunc("GET /internal/repair", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.repair.get())
 	})
@@ -322,15 +324,25 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 
 // writeLeaderAnswer answers a request only the leader may serve; 421 tells
 // the caller to find the new leader.
-func writeLeaderAnswer(w http.ResponseWriter, b *raftstore.Blob, err error) {
+func writeLeaderAnswer(w http.ResponseWriter, v any, err error) {
 	switch {
 	case errors.Is(err, raftstore.ErrNotLeader):
 		writeJSON(w, http.StatusMisdirectedRequest, blob.Error{Code: "not_leader", Message: err.Error()})
 	case err != nil:
 		writeError(w, err)
 	default:
-		writeJSON(w, http.StatusOK, b)
+		writeJSON(w, http.StatusOK, v)
 	}
+}
+
+func (n *Node) handleUnreferenced(w http.ResponseWriter, r *http.Request) {
+	var refs []api.ShardRef
+	if err := json.NewDecoder(io.LimitReader(r.Body, 16<<20)).Decode(&refs); err != nil {
+		writeError(w, fmt.Errorf("%w: %v", blob.ErrInvalidID, err))
+		return
+	}
+	out, err := n.unreferenced(r.Context(), refs)
+	writeLeaderAnswer(w, out, err)
 }
 
 func (n *Node) handleInternalBlob(w http.ResponseWriter, r *http.Request) {

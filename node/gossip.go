@@ -27,6 +27,7 @@ import (
 type gossip struct {
 	ml   *memberlist.Memberlist
 	meta *metaDelegate
+	port int // bound gossip port (NB: memberlist's LocalNode is live state; reading it races UpdateNode)
 
 	mu      sync.Mutex
 	members map[blob.NodeID]*memberInfo
@@ -93,11 +94,12 @@ func newGossip(self raftstore.Member, bind string, port int, fast bool, logOut i
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	g.ml = ml
+	g.port = int(ml.LocalNode().Port) // before any UpdateNode can run
 	return g, nil
 }
 
 // Port is the gossip port actually bound.
-func (g *gossip) Port() int { return int(g.ml.LocalNode().Port) }
+func (g *gossip) Port() int { return g.port }
 
 func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.update(n, true) }
 func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.update(n, true) }

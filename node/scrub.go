@@ -1,14 +1,18 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/raftstore"
@@ -91,34 +95,30 @@ func (n *Node) scrub(ctx context.Context, limiter *rate.Limiter, orphans map[str
 		}
 		n.scrubRepairs.Add(1)
 	}
-	n.reclaim(orphans)
+	n.reclaim(ctx, orphans)
 }
 
 // reclaim deletes shard files that have been unreferenced for OrphanGrace.
-func (n *Node) reclaim(orphans map[string]time.Time) {
+// The local replica only nominates candidates: it may lag (a node just
+// added is still replaying the log), so the leader, after a barrier,
+// confirms each one before it is deleted. No leader, no deletion.
+func (n *Node) reclaim(ctx context.Context, orphans map[string]time.Time) {
 	now := time.Now()
 	seen := map[string]bool{}
+	var due []api.ShardRef
 	filepath.WalkDir(n.shards.dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || strings.HasSuffix(p, ".tmp") {
 			return nil
 		}
 		chunk, index, ok := parseShardName(d.Name())
-		if !ok {
+		if !ok || n.holds(chunk, index, n.cfg.ID) {
 			return nil
-		}
-		if c, err := n.meta.Chunk(chunk); err == nil && index < len(c.Shards) && c.Shards[index] == n.cfg.ID {
-			return nil // referenced
 		}
 		seen[p] = true
-		first, ok := orphans[p]
-		if !ok {
+		if first, ok := orphans[p]; !ok {
 			orphans[p] = now
-			return nil
-		}
-		if now.Sub(first) >= n.cfg.OrphanGrace && n.shards.removeIfOlder(chunk, index, now.Add(-n.cfg.OrphanGrace)) {
-			n.log.Debug("scrub: reclaimed unreferenced shard", "chunk", chunk, "index", index)
-			n.scrubReclaimed.Add(1)
-			delete(orphans, p)
+		} else if now.Sub(first) >= n.cfg.OrphanGrace {
+			due = append(due, api.ShardRef{Chunk: chunk, Index: index, Node: n.cfg.ID})
 		}
 		return nil
 	})
@@ -127,6 +127,72 @@ func (n *Node) reclaim(orphans map[string]time.Time) {
 			delete(orphans, p) // referenced again, or gone
 		}
 	}
+	if len(due) == 0 {
+		return
+	}
+	confirmed, err := n.confirmUnreferenced(ctx, due)
+	if err != nil {
+		n.log.Debug("scrub: cannot confirm orphans with the leader; keeping them", "count", len(due), "err", err)
+		return
+	}
+	for _, r := range confirmed {
+		if n.shards.removeIfOlder(r.Chunk, r.Index, now.Add(-n.cfg.OrphanGrace)) {
+			n.log.Debug("scrub: reclaimed unreferenced shard", "chunk", r.Chunk, "index", r.Index)
+			n.scrubReclaimed.Add(1)
+			delete(orphans, n.shards.path(r.Chunk, r.Index))
+		}
+	}
+}
+
+// holds reports whether the local replica places shard index of chunk on node.
+func (n *Node) holds(chunk blob.ID, index int, node blob.NodeID) bool {
+	c, err := n.meta.Chunk(chunk)
+	return err == nil && index < len(c.Shards) && c.Shards[index] == node
+}
+
+// confirmUnreferenced returns those of refs the leader's complete replica
+// does not reference.
+func (n *Node) confirmUnreferenced(ctx context.Context, refs []api.ShardRef) ([]api.ShardRef, error) {
+	if n.meta.IsLeader() {
+		return n.unreferenced(ctx, refs)
+	}
+	leader, err := n.leader()
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(refs)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, leader.API+"/internal/unreferenced", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := n.peers.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return nil, blob.ReadError(resp)
+	}
+	var out []api.ShardRef
+	return out, json.NewDecoder(resp.Body).Decode(&out)
+}
+
+// unreferenced (leader only) filters refs down to those no chunk record
+// references, after a barrier so that the answer reflects every commit.
+func (n *Node) unreferenced(ctx context.Context, refs []api.ShardRef) ([]api.ShardRef, error) {
+	if err := n.meta.Barrier(ctx); err != nil {
+		return nil, err
+	}
+	var out []api.ShardRef
+	for _, r := range refs {
+		if !n.holds(r.Chunk, r.Index, r.Node) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // parseShardName splits "<chunk id>.<index>".
