@@ -141,16 +141,40 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
-	w.WriteHeader(status)
-	if r.Method == http.MethodHead {
+	if r.Method == http.MethodHead || length == 0 {
+		w.WriteHeader(status)
 		return
 	}
-	if err := n.WriteRange(r.Context(), b, off, length, w); err != nil {
-		// Headers are gone: abort the connection so the client sees a
-		// truncated body, never a silently short or wrong one.
+	lw := &lazyWriter{w: w, status: status}
+	if err := n.WriteRange(r.Context(), b, off, length, lw); err != nil {
+		if !lw.started {
+			// Nothing sent yet: a proper error, which clients fail over from.
+			h.Del("Content-Length")
+			h.Del("Content-Range")
+			writeError(w, err)
+			return
+		}
+		// Mid-stream: abort the connection so the client sees a truncated
+		// body, never a silently short or wrong one.
 		n.log.Warn("get failed mid-stream", "blob", b.ID, "err", err)
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// lazyWriter sends the status line with the first byte of the body, so an
+// error before then can still be answered properly.
+type lazyWriter struct {
+	w       http.ResponseWriter
+	status  int
+	started bool
+}
+
+func (l *lazyWriter) Write(p []byte) (int, error) {
+	if !l.started {
+		l.started = true
+		l.w.WriteHeader(l.status)
+	}
+	return l.w.Write(p)
 }
 
 // parseRange parses a single-range "bytes=" header (RFC 9110 §14.1.2).
