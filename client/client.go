@@ -178,6 +178,24 @@ func (c *Client) get(ctx context.Context, id blob.ID, rg string) (io.ReadCloser,
 	return resp.Body, nil
 }
 
+// Size returns a blob's size (a HEAD request: cheap, checks no shard).
+func (c *Client) Size(ctx context.Context, id blob.ID) (int64, error) {
+	resp, err := c.do(ctx, func(base string) (*http.Request, error) {
+		return http.NewRequest(http.MethodHead, base+"/v1/blobs/"+id.String(), nil)
+	}, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return resp.ContentLength, nil
+	case http.StatusNotFound:
+		return 0, fmt.Errorf("blob %s: %w", id, blob.ErrNotFound)
+	}
+	return 0, &blob.Error{Status: resp.StatusCode, Code: "internal", Message: "HEAD: HTTP " + resp.Status}
+}
+
 // Stat describes a blob and checks each of its shards.
 func (c *Client) Stat(ctx context.Context, id blob.ID) (*api.Stat, error) {
 	var st api.Stat

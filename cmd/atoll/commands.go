@@ -7,17 +7,18 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
+	"github.com/zeebo/blake3"
 )
 
 func cmdPut(args []string) error {
 	fs := flag.NewFlagSet("put", flag.ContinueOnError)
 	server := serverFlag(fs)
+	quiet := fs.Bool("quiet", false, "no progress bar")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -25,16 +26,25 @@ func cmdPut(args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one FILE (or - for stdin)")
 	}
-	var in io.Reader = os.Stdin
+	var in io.Reader = io.TeeReader(os.Stdin, newProgress(-1, "put", *quiet))
+	var bar *progress
 	if pos[0] != "-" {
 		f, err := os.Open(pos[0])
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		in = f
+		size := int64(-1)
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			size = st.Size()
+		}
+		bar = newProgress(size, "put", *quiet)
+		in = countingFile{f, bar}
 	}
 	id, err := newClient(*server).Put(context.Background(), in)
+	if bar != nil {
+		bar.finish()
+	}
 	if err != nil {
 		return err
 	}
@@ -46,37 +56,71 @@ func cmdGet(args []string) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
 	server := serverFlag(fs)
 	out := fs.String("o", "", "write to this file instead of stdout")
+	cont := fs.Bool("continue", false, "resume a partial -o FILE from where it stopped")
+	quiet := fs.Bool("quiet", false, "no progress bar")
 	id, err := oneID(fs, args)
 	if err != nil {
 		return err
 	}
-	rc, err := newClient(*server).Get(context.Background(), id)
+	if *cont && *out == "" {
+		return usagef("--continue needs -o FILE")
+	}
+	ctx := context.Background()
+	cl := newClient(*server)
+	size, err := cl.Size(ctx, id)
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
-	if *out == "" {
-		_, err = io.Copy(os.Stdout, rc)
-		return err
+	// Every download is verified end to end: a blob's ID is the BLAKE3
+	// hash of its bytes.
+	sum := blake3.New()
+	var dst io.Writer = os.Stdout
+	var have int64
+	if *out != "" {
+		mode := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+		if *cont {
+			mode = os.O_CREATE | os.O_RDWR
+		}
+		f, err := os.OpenFile(*out, mode, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if *cont {
+			if have, err = io.Copy(sum, f); err != nil { // hash what is already there
+				return err
+			}
+			if have > size {
+				return fmt.Errorf("%s has %d bytes but blob %s has %d: it is not a partial download of this blob", *out, have, id, size)
+			}
+		}
+		dst = f
 	}
-	// Write beside the target and rename on success, so FILE is never a
-	// truncated copy.
-	tmp, err := os.CreateTemp(filepath.Dir(*out), "."+filepath.Base(*out)+".part-*")
-	if err != nil {
-		return err
+	bar := newProgress(size, "get", *quiet)
+	bar.set(have)
+	if have < size {
+		rc, err := cl.GetRange(ctx, id, have, -1)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		if _, err := io.Copy(io.MultiWriter(dst, sum, bar), rc); err != nil {
+			if *out != "" {
+				return fmt.Errorf("download cut short (resume with --continue): %w", err)
+			}
+			return fmt.Errorf("download cut short: %w", err)
+		}
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, rc); err != nil {
-		tmp.Close()
-		return fmt.Errorf("download cut short: %w", err)
+	bar.finish()
+	if f, ok := dst.(*os.File); ok && *out != "" {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
-	if err := tmp.Sync(); err != nil {
-		return err
+	if got := blob.ID(sum.Sum(nil)); got != id {
+		return fmt.Errorf("verification failed: the %d bytes received hash to %s, not %s; delete the output and download again", size, got, id)
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), *out)
+	return nil
 }
 
 func cmdStat(args []string) error {

@@ -25,8 +25,10 @@ const usage = `atoll — a geo-redundant blob store
 
 usage:
   atoll server --data DIR --region NAME --bind IP [--zone NAME] [--join IP,...] [--bootstrap-expect N]
-  atoll put  [--server URL] FILE|-        store a file, print its ID
-  atoll get  [--server URL] ID [-o FILE]  fetch a blob to FILE or stdout
+  atoll put  [--server URL] [--quiet] FILE|-        store a file, print its ID
+  atoll get  [--server URL] [--quiet] ID [-o FILE [--continue]]
+                                          fetch a blob to FILE or stdout, verified against its ID;
+                                          --continue resumes a partial FILE
   atoll stat [--server URL] [--json] ID   size, chunks, and the health of every shard
   atoll rm   [--server URL] ID            delete a blob
   atoll cluster [--server URL] [--json]   regions, nodes, raft leader and voters, guarantees, repair

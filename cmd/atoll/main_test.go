@@ -112,11 +112,34 @@ func TestRealBinary(t *testing.T) {
 		t.Fatalf("put printed %q", out)
 	}
 	outFile := filepath.Join(dir, "out.bin")
-	if _, errOut, code := run("get", id, "-o", outFile); code != 0 {
-		t.Fatalf("get: exit %d: %s", code, errOut)
+	if _, errOut, code := run("get", id, "-o", outFile); code != 0 || errOut != "" {
+		t.Fatalf("get: exit %d, stderr %q (want no progress output off a terminal)", code, errOut)
 	}
 	if got, _ := os.ReadFile(outFile); !bytes.Equal(got, data) {
 		t.Fatalf("get -o wrote %d bytes, want %d identical", len(got), len(data))
+	}
+	// A download cut at a random offset resumes to a byte-exact file.
+	for _, cut := range []int64{0, 1, rand.Int64N(int64(len(data))), int64(len(data))} {
+		os.Truncate(outFile, cut)
+		if _, errOut, code := run("get", id, "-o", outFile, "--continue"); code != 0 {
+			t.Fatalf("get --continue from %d: exit %d: %s", cut, code, errOut)
+		}
+		if got, _ := os.ReadFile(outFile); !bytes.Equal(got, data) {
+			t.Fatalf("get --continue from %d: %d bytes, not identical", cut, len(got))
+		}
+	}
+	// A damaged partial file is caught by the end-to-end hash check.
+	os.Truncate(outFile, 1000)
+	f, _ := os.OpenFile(outFile, os.O_RDWR, 0)
+	f.WriteAt([]byte{'#'}, 10)
+	f.Close()
+	if _, errOut, code := run("get", id, "-o", outFile, "--continue"); code != 1 || !strings.Contains(errOut, "verification failed") {
+		t.Fatalf("resuming a damaged partial: exit %d, stderr %q", code, errOut)
+	}
+	// A file longer than the blob is not a partial download of it.
+	os.WriteFile(outFile, append(bytes.Clone(data), 'x'), 0o644)
+	if _, errOut, code := run("get", id, "-o", outFile, "--continue"); code != 1 || !strings.Contains(errOut, "not a partial download") {
+		t.Fatalf("resuming a longer file: exit %d, stderr %q", code, errOut)
 	}
 	// stdin put and stdout get.
 	cmd := exec.Command(bin, "put", "--server", server, "-")
