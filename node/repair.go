@@ -223,7 +223,7 @@ func (n *Node) move(ctx context.Context, layout raftstore.Layout, p planned, lim
 		}
 		var payload []byte
 		if from, ok := n.member(c.Shards[i], layout); ok && n.gossip.state(from.ID) != api.StateDead {
-			payload, _ = n.readShard(ctx, from, c.ID, i)
+			payload, _ = n.readShard(ctx, from, c.ID, i) // unreachable or corrupt: rebuild below
 		}
 		if payload == nil {
 			if rebuilt == nil {
