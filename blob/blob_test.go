@@ -2,7 +2,9 @@ package blob
 
 import (
 	"errors"
+	"io"
 	"io/fs"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -24,6 +26,15 @@ func TestParseIDRejects(t *testing.T) {
 	for _, s := range []string{"", "abc", good + "a", strings.ToUpper(good), strings.Repeat("7", IDLen), strings.Repeat("1", IDLen), good[:IDLen-1] + "b"} {
 		if _, err := ParseID(s); !errors.Is(err, ErrInvalidID) {
 			t.Errorf("ParseID(%q) = %v, want ErrInvalidID", s, err)
+		}
+	}
+}
+
+func TestReadErrorWithoutBody(t *testing.T) {
+	for status, want := range map[int]error{404: ErrNotFound, 409: ErrCorrupt, 503: ErrUnavailable} {
+		resp := &http.Response{StatusCode: status, Status: http.StatusText(status), Body: io.NopCloser(strings.NewReader(""))}
+		if err := ReadError(resp); !errors.Is(err, want) {
+			t.Errorf("status %d without a body: %v, want %v", status, err, want)
 		}
 	}
 }

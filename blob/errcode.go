@@ -53,11 +53,22 @@ func (e *Error) Unwrap() error {
 }
 
 // ReadError decodes the error a server sent in resp (a non-2xx response).
-// It reads at most 64 KiB of the body and leaves closing it to the caller.
+// A response without an error body (HEAD, a proxy's page) gets the code of
+// its status, so errors.Is still works. It reads at most 64 KiB of the body
+// and leaves closing it to the caller.
 func ReadError(resp *http.Response) error {
 	e := &Error{Status: resp.StatusCode}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(e); err != nil || e.Message == "" {
 		e.Message = "HTTP " + resp.Status
+	}
+	if e.Code == "" {
+		e.Code = "internal"
+		for _, c := range codes {
+			if c.status == resp.StatusCode {
+				e.Code = c.code
+				break
+			}
+		}
 	}
 	return e
 }

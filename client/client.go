@@ -186,14 +186,11 @@ func (c *Client) Size(ctx context.Context, id blob.ID) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-		return resp.ContentLength, nil
-	case http.StatusNotFound:
-		return 0, fmt.Errorf("blob %s: %w", id, blob.ErrNotFound)
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("blob %s: %w", id, readError(resp))
 	}
-	return 0, &blob.Error{Status: resp.StatusCode, Code: "internal", Message: "HEAD: HTTP " + resp.Status}
+	resp.Body.Close()
+	return resp.ContentLength, nil
 }
 
 // Stat describes a blob and checks each of its shards.

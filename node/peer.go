@@ -104,15 +104,9 @@ func (n *Node) checkShard(ctx context.Context, m raftstore.Member, chunk blob.ID
 	if err != nil {
 		return fmt.Errorf("%w: node %s: %v", blob.ErrUnavailable, m.ID, err)
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		code, _ := blob.Code(nil)
-		for _, e := range []error{blob.ErrNotFound, blob.ErrCorrupt, blob.ErrUnavailable} {
-			if c, status := blob.Code(e); status == resp.StatusCode {
-				code = c
-			}
-		}
-		return fmt.Errorf("node %s: %w", m.ID, &blob.Error{Code: code, Status: resp.StatusCode, Message: "shard check: HTTP " + resp.Status})
+		return fmt.Errorf("node %s: shard check: %w", m.ID, blob.ReadError(resp))
 	}
 	return nil
 }
