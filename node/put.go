@@ -33,6 +33,8 @@ func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
 	if len(layout.Nodes) == 0 {
 		return nil, fmt.Errorf("%w: the cluster has not formed yet", blob.ErrUnavailable)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
 	slots := make(chan struct{}, n.cfg.PutParallel)
 	whole := blake3.New()
@@ -73,11 +75,13 @@ func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
 			}
 		}
 	}()
+	if readErr != nil {
+		cancel() // the upload is lost: stop writing its chunks
+		g.Wait()
+		return nil, fmt.Errorf("reading upload: %w", readErr)
+	}
 	if err := g.Wait(); err != nil {
 		return nil, err
-	}
-	if readErr != nil {
-		return nil, fmt.Errorf("reading upload: %w", readErr)
 	}
 	rec := raftstore.Blob{ID: blob.ID(whole.Sum(nil)), Size: size, K: n.cfg.K, M: n.cfg.M, Created: time.Now().UTC(), LayoutVersion: layout.Version}
 	for _, c := range chunks {
