@@ -85,8 +85,9 @@ type NodeInfo struct {
 	State    string      `json:"state"`
 	Voter    bool        `json:"voter"`
 	InLayout bool        `json:"in_layout"`
-	// Placement is "active" (takes shards), "draining" or "dead" (declared
-	// dead after the grace period; its shards are rebuilt elsewhere).
+	// Placement is "active" (takes shards), "draining", "dead" (declared
+	// dead after the grace period; its shards are rebuilt elsewhere) or
+	// "joining" (gossiping, not yet in the layout).
 	Placement string `json:"placement"`
 	UsedBytes int64  `json:"used_bytes"`
 }

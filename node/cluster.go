@@ -35,7 +35,10 @@ func (n *Node) Cluster(ctx context.Context) api.ClusterInfo {
 	for i, m := range members {
 		lm, inLayout := layout.Member(m.ID)
 		placementState := lm.State
-		if placementState == raftstore.StateActive {
+		switch {
+		case !inLayout:
+			placementState = "joining"
+		case placementState == raftstore.StateActive:
 			placementState = "active"
 		}
 		if g, ok := n.gossip.member(m.ID); ok {
