@@ -85,6 +85,10 @@ func apply(txn *badger.Txn, c command) applyResult {
 		return applyResult{Err: applyMoveShards(txn, *c.MoveShards)}
 	case c.RemoveMember != nil:
 		return applyResult{Err: applyRemoveMember(txn, *c.RemoveMember)}
+	case c.StageChunk != nil:
+		return applyResult{Err: applyStageChunk(txn, *c.StageChunk)}
+	case c.DropStaged != nil:
+		return applyResult{Err: applyDropStaged(txn, *c.DropStaged)}
 	}
 	return applyResult{Err: errors.New("raftstore: empty command")}
 }
@@ -155,6 +159,41 @@ func applyDeleteBlob(txn *badger.Txn, id blob.ID) error {
 		}
 	}
 	return txn.Delete(blobKey(id))
+}
+
+func applyStageChunk(txn *badger.Txn, sc StagedChunk) error {
+	var cr chunkRecord
+	switch err := getJSON(txn, chunkKey(sc.ID), &cr); {
+	case errors.Is(err, blob.ErrNotFound):
+		if len(sc.Shards) != sc.K+sc.M || sc.K <= 0 {
+			return fmt.Errorf("raftstore: staged chunk %s has %d shard locations for %d+%d", sc.ID, len(sc.Shards), sc.K, sc.M)
+		}
+		cr = chunkRecord{Len: sc.Len, K: sc.K, M: sc.M, Shards: sc.Shards}
+	case err != nil:
+		return err
+	case cr.Refs > 0:
+		return nil // already part of a blob: nothing to date
+	}
+	cr.Staged = max(cr.Staged, sc.At.UnixNano())
+	return setJSON(txn, chunkKey(sc.ID), cr)
+}
+
+func applyDropStaged(txn *badger.Txn, d DropStaged) error {
+	for _, id := range d.IDs {
+		var cr chunkRecord
+		switch err := getJSON(txn, chunkKey(id), &cr); {
+		case errors.Is(err, blob.ErrNotFound):
+			continue
+		case err != nil:
+			return err
+		}
+		if cr.Refs == 0 && cr.Staged < d.Before.UnixNano() {
+			if err := txn.Delete(chunkKey(id)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func applySetMember(txn *badger.Txn, m Member) error {

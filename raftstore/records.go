@@ -97,13 +97,33 @@ func (l Layout) Member(id blob.NodeID) (Member, bool) {
 }
 
 // chunkRecord is the FSM's row for a chunk: its shards and how many blobs
-// reference it.
+// reference it. A chunk uploaded on its own (StageChunk) starts with no
+// reference; Staged (unix ns, from the command) dates it so the leader can
+// drop it if no blob claims it within the grace.
 type chunkRecord struct {
 	Len    int64         `json:"len"`
 	K      int           `json:"k"`
 	M      int           `json:"m"`
 	Shards []blob.NodeID `json:"shards"`
 	Refs   int           `json:"refs"`
+	Staged int64         `json:"staged,omitempty"`
+}
+
+// StagedChunk is a chunk stored ahead of the blob that will reference it
+// (client-side chunking uploads chunks, then commits a manifest).
+type StagedChunk struct {
+	Chunk
+	K, M int
+	// At is when it was staged, set by the proposer (the FSM must not read
+	// clocks). Staging a chunk again refreshes it.
+	At time.Time `json:"at"`
+}
+
+// DropStaged deletes the staged chunks among IDs that are still
+// unreferenced and were last staged before Before.
+type DropStaged struct {
+	IDs    []blob.ID `json:"ids"`
+	Before time.Time `json:"before"`
 }
 
 // ShardMove re-points a chunk's shards from From (the locations the mover
@@ -122,4 +142,6 @@ type command struct {
 	SetMember    *Member      `json:"set_member,omitempty"`
 	MoveShards   *ShardMove   `json:"move_shards,omitempty"`
 	RemoveMember *blob.NodeID `json:"remove_member,omitempty"`
+	StageChunk   *StagedChunk `json:"stage_chunk,omitempty"`
+	DropStaged   *DropStaged  `json:"drop_staged,omitempty"`
 }

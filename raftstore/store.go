@@ -294,6 +294,13 @@ func RemoveMemberCommand(id blob.NodeID) ([]byte, error) {
 	return json.Marshal(command{RemoveMember: &id})
 }
 
+// StageChunkCommand encodes the command that records a chunk stored ahead
+// of its blob.
+func StageChunkCommand(c StagedChunk) ([]byte, error) { return json.Marshal(command{StageChunk: &c}) }
+
+// DropStagedCommand encodes the removal of abandoned staged chunks.
+func DropStagedCommand(d DropStaged) ([]byte, error) { return json.Marshal(command{DropStaged: &d}) }
+
 // Blob returns the committed record of id with chunk locations filled in,
 // from the local replica. An unknown ID yields blob.ErrNotFound.
 func (s *Store) Blob(id blob.ID) (*Blob, error) {
@@ -317,8 +324,8 @@ func (s *Store) Blob(id blob.ID) (*Blob, error) {
 	return &b, nil
 }
 
-// Chunk returns the committed, referenced chunk id with its shard
-// locations from the local replica, or blob.ErrNotFound.
+// Chunk returns the committed chunk id (referenced by a blob, or staged)
+// with its shard locations from the local replica, or blob.ErrNotFound.
 func (s *Store) Chunk(id blob.ID) (Chunk, error) {
 	var cr chunkRecord
 	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, chunkKey(id), &cr) })
@@ -328,6 +335,12 @@ func (s *Store) Chunk(id blob.ID) (Chunk, error) {
 // Chunks calls fn for every committed chunk, in ID order, from the local
 // replica, stopping early if fn returns false.
 func (s *Store) Chunks(fn func(Chunk, int, int) bool) error {
+	return s.scanChunks(func(id blob.ID, cr chunkRecord) bool {
+		return fn(Chunk{ID: id, Len: cr.Len, Shards: cr.Shards}, cr.K, cr.M)
+	})
+}
+
+func (s *Store) scanChunks(fn func(blob.ID, chunkRecord) bool) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		p := []byte{prefixFSM, 'c'}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
@@ -339,12 +352,25 @@ func (s *Store) Chunks(fn func(Chunk, int, int) bool) error {
 			}
 			var id blob.ID
 			copy(id[:], it.Item().Key()[2:])
-			if !fn(Chunk{ID: id, Len: cr.Len, Shards: cr.Shards}, cr.K, cr.M) {
+			if !fn(id, cr) {
 				return nil
 			}
 		}
 		return nil
 	})
+}
+
+// AbandonedChunks returns the chunks that were staged before t and that no
+// blob references, from the local replica.
+func (s *Store) AbandonedChunks(t time.Time) ([]blob.ID, error) {
+	var ids []blob.ID
+	err := s.scanChunks(func(id blob.ID, cr chunkRecord) bool {
+		if cr.Refs == 0 && cr.Staged < t.UnixNano() {
+			ids = append(ids, id)
+		}
+		return true
+	})
+	return ids, err
 }
 
 // Stats counts the committed blobs and their logical bytes.

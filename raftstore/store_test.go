@@ -300,3 +300,56 @@ func allAlive(l Layout) map[blob.NodeID]bool {
 	}
 	return m
 }
+
+// TestStagedChunks: a staged chunk exists without a blob, a manifest that
+// reuses it takes a reference, and only unreferenced chunks staged before
+// the cutoff are dropped.
+func TestStagedChunks(t *testing.T) {
+	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
+	startNode(t, n)
+	defer func() { n.s.Close() }()
+	n.s.Bootstrap(n.id)
+	nodes := []*testNode{n}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	used, abandoned, fresh := blob.Sum([]byte("u")), blob.Sum([]byte("x")), blob.Sum([]byte("f"))
+	stage := func(id blob.ID, at time.Time) {
+		cmd, _ := StageChunkCommand(StagedChunk{Chunk: Chunk{ID: id, Len: 10, Shards: []blob.NodeID{"a", "b", "c"}}, K: 2, M: 1, At: at})
+		mustApply(t, nodes, cmd)
+	}
+	stage(used, t0)
+	stage(abandoned, t0)
+	stage(fresh, t0)
+	stage(fresh, t0.Add(time.Hour)) // staged again: its clock restarts
+	bad, _ := StageChunkCommand(StagedChunk{Chunk: Chunk{ID: blob.Sum([]byte("bad")), Len: 10, Shards: []blob.NodeID{"a"}}, K: 2, M: 1, At: t0})
+	if _, err := leaderOf(nodes).s.ApplyJSON(context.Background(), bad); err == nil {
+		t.Fatal("a staged chunk with 1 of 3 shard locations was accepted")
+	}
+	b := testBlob(1, used)
+	b.Chunks[0].Reused = true
+	cmd, _ := PutBlobCommand(b)
+	mustApply(t, nodes, cmd)
+
+	cutoff := t0.Add(30 * time.Minute)
+	got, err := n.s.AbandonedChunks(cutoff)
+	if err != nil || len(got) != 1 || got[0] != abandoned {
+		t.Fatalf("abandoned = %v, %v; want [%s]", got, err, abandoned)
+	}
+	drop, _ := DropStagedCommand(DropStaged{IDs: []blob.ID{used, abandoned, fresh}, Before: cutoff})
+	mustApply(t, nodes, drop)
+	if !hasChunk(n.s, used) || hasChunk(n.s, abandoned) || !hasChunk(n.s, fresh) {
+		t.Fatalf("after drop: used=%v abandoned=%v fresh=%v, want true false true", hasChunk(n.s, used), hasChunk(n.s, abandoned), hasChunk(n.s, fresh))
+	}
+	// The reference the blob took is real: deleting the blob frees the chunk.
+	del, _ := DeleteBlobCommand(b.ID)
+	mustApply(t, nodes, del)
+	if hasChunk(n.s, used) {
+		t.Fatal("chunk kept after its only blob was deleted")
+	}
+	// A manifest may not name a chunk that is gone.
+	b2 := testBlob(2, abandoned)
+	b2.Chunks[0].Reused = true
+	cmd, _ = PutBlobCommand(b2)
+	if _, err := leaderOf(nodes).s.ApplyJSON(context.Background(), cmd); !errors.Is(err, ErrChunkGone) {
+		t.Fatalf("manifest over a dropped chunk: %v, want ErrChunkGone", err)
+	}
+}
