@@ -111,3 +111,39 @@ type ShardRef struct {
 	Index int         `json:"index"`
 	Node  blob.NodeID `json:"node"`
 }
+
+// MaxChunkSize is the largest chunk a client may upload on its own
+// (PUT /v1/chunks/{id}); client-side chunking cuts at most this much.
+const MaxChunkSize = 8 << 20
+
+// MaxManifestChunks bounds a manifest (and a have-check): 1 TiB in chunks
+// of the 1 MiB minimum, at about 80 bytes each on the wire.
+const MaxManifestChunks = 1 << 20
+
+// MaxHaveChunks bounds one have-check; clients send longer lists in
+// batches.
+const MaxHaveChunks = 10000
+
+// HaveRequest asks which of these chunks the cluster lacks.
+type HaveRequest struct {
+	Chunks []blob.ID `json:"chunks"`
+}
+
+// HaveResponse lists the requested chunks the cluster does not hold.
+type HaveResponse struct {
+	Missing []blob.ID `json:"missing"`
+}
+
+// ChunkRef is one entry of a manifest: a chunk and its length.
+type ChunkRef struct {
+	ID  blob.ID `json:"id"`
+	Len int64   `json:"len"`
+}
+
+// Manifest commits a blob made of chunks already stored. ID is the BLAKE3
+// of the whole content, as for a streamed put; the cluster checks it.
+type Manifest struct {
+	ID     blob.ID    `json:"id"`
+	Size   int64      `json:"size"`
+	Chunks []ChunkRef `json:"chunks"`
+}

@@ -95,4 +95,9 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrNoSpace: a disk is full.
 	ErrNoSpace = errors.New("no space left")
+	// ErrBadDigest: uploaded bytes do not hash to the ID they were sent as.
+	ErrBadDigest = errors.New("content does not match its id")
+	// ErrMissingChunks: a manifest names chunks the cluster does not hold
+	// (never uploaded, or abandoned and reclaimed); upload them and retry.
+	ErrMissingChunks = errors.New("chunks missing")
 )

@@ -21,6 +21,8 @@ var codes = []struct {
 	{ErrTooLarge, "too_large", http.StatusRequestEntityTooLarge},
 	{ErrUnavailable, "unavailable", http.StatusServiceUnavailable},
 	{ErrNoSpace, "no_space", http.StatusInsufficientStorage},
+	{ErrBadDigest, "bad_digest", http.StatusBadRequest},
+	{ErrMissingChunks, "missing_chunks", http.StatusConflict},
 }
 
 // Code returns the wire code and HTTP status for err.

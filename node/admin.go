@@ -20,7 +20,7 @@ import (
 
 func (n *Node) handleDrain(w http.ResponseWriter, r *http.Request) {
 	id := blob.NodeID(r.PathValue("id"))
-	_, err := n.viaLeader(r.Context(), http.MethodPost, r.URL.Path, nil, func(ctx context.Context) (*raftstore.Blob, error) {
+	_, err := viaLeader(r.Context(), n, http.MethodPost, r.URL.Path, nil, func(ctx context.Context) (*raftstore.Blob, error) {
 		l, err := n.meta.Layout()
 		if err != nil {
 			return nil, err
@@ -45,7 +45,7 @@ func (n *Node) handleDrain(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
 	id := blob.NodeID(r.PathValue("id"))
-	_, err := n.viaLeader(r.Context(), http.MethodDelete, r.URL.Path, nil, func(ctx context.Context) (*raftstore.Blob, error) {
+	_, err := viaLeader(r.Context(), n, http.MethodDelete, r.URL.Path, nil, func(ctx context.Context) (*raftstore.Blob, error) {
 		if err := n.meta.Barrier(ctx); err != nil {
 			return nil, err
 		}

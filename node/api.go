@@ -24,6 +24,9 @@ import (
 //	GET|HEAD /v1/blobs/{id}     blob bytes; single Range, ETag, If-None-Match
 //	GET      /v1/blobs/{id}/stat
 //	DELETE   /v1/blobs/{id}     -> 204
+//	POST     /v1/chunks/have    {"chunks": [id...]} -> {"missing": [id...]}
+//	PUT      /v1/chunks/{id}    body = one chunk (≤ 8 MiB) -> 201 stored, 200 already held
+//	POST     /v1/manifests      {"id", "size", "chunks": [{"id", "len"}]} -> 201 new, 200 known
 //	GET      /v1/cluster
 //	POST     /v1/nodes/{id}/drain, DELETE /v1/nodes/{id}  (see admin.go)
 //
@@ -32,6 +35,7 @@ import (
 //	PUT|GET|HEAD /internal/shards/{chunk}/{index}  raw shard file
 //	POST /internal/apply        raft command, leader only (421 otherwise)
 //	GET  /internal/blobs/{id}   blob record from the leader's replica
+//	POST /internal/chunks       chunk records from the leader's replica
 //	GET  /internal/info         this node's disk usage
 //	GET  /internal/repair       the leader's repair progress
 //	POST /internal/unreferenced which of these shards no chunk references (leader only)
@@ -43,6 +47,9 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("HEAD /v1/blobs/{id}", n.handleGet)
 	mux.HandleFunc("GET /v1/blobs/{id}/stat", n.handleStat)
 	mux.HandleFunc("DELETE /v1/blobs/{id}", n.handleDelete)
+	mux.HandleFunc("POST /v1/chunks/have", n.handleHave)
+	mux.HandleFunc("PUT /v1/chunks/{id}", n.handleChunkPut)
+	mux.HandleFunc("POST /v1/manifests", n.handleManifest)
 	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
 	mux.HandleFunc("POST /v1/nodes/{id}/drain", n.handleDrain)
 	mux.HandleFunc("DELETE /v1/nodes/{id}", n.handleRemove)
@@ -51,6 +58,7 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("HEAD /internal/shards/{chunk}/{index}", n.handleShardGet)
 	mux.HandleFunc("POST /internal/apply", n.handleApply)
 	mux.HandleFunc("GET /internal/blobs/{id}", n.handleInternalBlob)
+	mux.HandleFunc("POST /internal/chunks", n.handleInternalChunks)
 	mux.HandleFunc("GET /internal/info", n.handleInfo)
 	mux.HandleFunc("POST /internal/unreferenced", n.handleUnreferenced)
 	mux.HandleFunc("GET /internal/repair", func(w http.ResponseWriter, r *http.Request) {

@@ -180,8 +180,12 @@ type Node struct {
 	http   *http.Server
 	peers  *http.Client
 
-	stripes sync.Pool // *erasure.Stripe
-	repair  repairState
+	stripes sync.Pool // *erasure.Stripe of ChunkSize, for streamed puts
+	// chunkStripes (of api.MaxChunkSize) serve chunks uploaded on their
+	// own, at most PutParallel at once (chunkSlots).
+	chunkStripes sync.Pool
+	chunkSlots   chan struct{}
+	repair       repairState
 
 	scrubRepairs, scrubReclaimed atomic.Int64 // shards rebuilt / deleted by the scrubber
 
@@ -204,6 +208,8 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), codec: codec, policy: placement.Policy{K: cfg.K, M: cfg.M}, stop: make(chan struct{}), started: time.Now()}
 	n.stripes.New = func() any { return codec.NewStripe(cfg.ChunkSize) }
+	n.chunkStripes.New = func() any { return codec.NewStripe(api.MaxChunkSize) }
+	n.chunkSlots = make(chan struct{}, cfg.PutParallel)
 	if n.shards, err = openShardStore(filepath.Join(cfg.Dir, "shards")); err != nil {
 		return nil, err
 	}

@@ -119,58 +119,59 @@ func (n *Node) apply(ctx context.Context, cmd []byte) (*raftstore.Blob, error) {
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	return n.viaLeader(ctx, http.MethodPost, "/internal/apply", cmd,
+	return viaLeader(ctx, n, http.MethodPost, "/internal/apply", cmd,
 		func(ctx context.Context) (*raftstore.Blob, error) { return n.meta.ApplyJSON(ctx, cmd) })
 }
 
 // viaLeader runs local if this node leads, or else sends the request to
 // the leader and decodes its answer; it retries while there is no leader
 // or the leader is unreachable, until ctx ends.
-func (n *Node) viaLeader(ctx context.Context, method, path string, body []byte, local func(context.Context) (*raftstore.Blob, error)) (*raftstore.Blob, error) {
+func viaLeader[T any](ctx context.Context, n *Node, method, path string, body []byte, local func(context.Context) (T, error)) (T, error) {
 	for {
-		var b *raftstore.Blob
+		var v T
 		var err error
 		if n.meta.IsLeader() {
-			b, err = local(ctx)
+			v, err = local(ctx)
 		} else {
-			b, err = n.askLeader(ctx, method, path, body)
+			v, err = askLeader[T](ctx, n, method, path, body)
 		}
 		if !errors.Is(err, raftstore.ErrNotLeader) && !errors.Is(err, blob.ErrUnavailable) {
-			return b, err
+			return v, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: no raft leader reachable: %v", blob.ErrUnavailable, err)
+			var zero T
+			return zero, fmt.Errorf("%w: no raft leader reachable: %v", blob.ErrUnavailable, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
 // askLeader sends one request to the leader; 421 means it no longer leads.
-func (n *Node) askLeader(ctx context.Context, method, path string, body []byte) (*raftstore.Blob, error) {
+func askLeader[T any](ctx context.Context, n *Node, method, path string, body []byte) (T, error) {
+	var v T
 	leader, err := n.leader()
 	if err != nil {
-		return nil, err
+		return v, err
 	}
 	req, err := http.NewRequestWithContext(ctx, method, leader.API+path, bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return v, err
 	}
 	resp, err := n.peers.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: leader %s: %v", blob.ErrUnavailable, leader.ID, err)
+		return v, fmt.Errorf("%w: leader %s: %v", blob.ErrUnavailable, leader.ID, err)
 	}
 	defer drain(resp)
 	switch resp.StatusCode {
 	case http.StatusOK:
-		var b *raftstore.Blob
-		return b, json.NewDecoder(resp.Body).Decode(&b)
+		return v, json.NewDecoder(resp.Body).Decode(&v)
 	case http.StatusNoContent:
-		return nil, nil
+		return v, nil
 	case http.StatusMisdirectedRequest:
-		return nil, raftstore.ErrNotLeader
+		return v, raftstore.ErrNotLeader
 	}
-	return nil, blob.ReadError(resp)
+	return v, blob.ReadError(resp)
 }
 
 // leader returns the current leader's addresses.
@@ -201,7 +202,7 @@ func (n *Node) lookup(ctx context.Context, id blob.ID) (*raftstore.Blob, error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return n.viaLeader(ctx, http.MethodGet, "/internal/blobs/"+id.String(), nil,
+	return viaLeader(ctx, n, http.MethodGet, "/internal/blobs/"+id.String(), nil,
 		func(ctx context.Context) (*raftstore.Blob, error) { return n.leaderBlob(ctx, id) })
 }
 

@@ -104,6 +104,9 @@ func (n *Node) repairLoop() {
 		if err := n.reconcile(ctx, limiter); err != nil && ctx.Err() == nil {
 			n.log.Warn("repair pass", "err", err)
 		}
+		if err := n.dropAbandoned(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("dropping abandoned chunks", "err", err)
+		}
 		cancel()
 	}
 }

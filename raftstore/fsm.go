@@ -87,6 +87,8 @@ func apply(txn *badger.Txn, c command) applyResult {
 		return applyResult{Err: applyRemoveMember(txn, *c.RemoveMember)}
 	case c.StageChunk != nil:
 		return applyResult{Err: applyStageChunk(txn, *c.StageChunk)}
+	case c.TouchStaged != nil:
+		return applyResult{Err: applyTouchStaged(txn, *c.TouchStaged)}
 	case c.DropStaged != nil:
 		return applyResult{Err: applyDropStaged(txn, *c.DropStaged)}
 	}
@@ -176,6 +178,25 @@ func applyStageChunk(txn *badger.Txn, sc StagedChunk) error {
 	}
 	cr.Staged = max(cr.Staged, sc.At.UnixNano())
 	return setJSON(txn, chunkKey(sc.ID), cr)
+}
+
+func applyTouchStaged(txn *badger.Txn, ts TouchStaged) error {
+	for _, id := range ts.IDs {
+		var cr chunkRecord
+		switch err := getJSON(txn, chunkKey(id), &cr); {
+		case errors.Is(err, blob.ErrNotFound):
+			continue
+		case err != nil:
+			return err
+		}
+		if cr.Refs == 0 && cr.Staged < ts.At.UnixNano() {
+			cr.Staged = ts.At.UnixNano()
+			if err := setJSON(txn, chunkKey(id), cr); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func applyDropStaged(txn *badger.Txn, d DropStaged) error {

@@ -119,6 +119,13 @@ type StagedChunk struct {
 	At time.Time `json:"at"`
 }
 
+// TouchStaged restarts the grace of those IDs that are staged and still
+// unreferenced: an upload that found them present will claim them soon.
+type TouchStaged struct {
+	IDs []blob.ID `json:"ids"`
+	At  time.Time `json:"at"`
+}
+
 // DropStaged deletes the staged chunks among IDs that are still
 // unreferenced and were last staged before Before.
 type DropStaged struct {
@@ -143,5 +150,6 @@ type command struct {
 	MoveShards   *ShardMove   `json:"move_shards,omitempty"`
 	RemoveMember *blob.NodeID `json:"remove_member,omitempty"`
 	StageChunk   *StagedChunk `json:"stage_chunk,omitempty"`
+	TouchStaged  *TouchStaged `json:"touch_staged,omitempty"`
 	DropStaged   *DropStaged  `json:"drop_staged,omitempty"`
 }

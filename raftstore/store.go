@@ -298,6 +298,9 @@ func RemoveMemberCommand(id blob.NodeID) ([]byte, error) {
 // of its blob.
 func StageChunkCommand(c StagedChunk) ([]byte, error) { return json.Marshal(command{StageChunk: &c}) }
 
+// TouchStagedCommand encodes the renewal of staged chunks' grace.
+func TouchStagedCommand(t TouchStaged) ([]byte, error) { return json.Marshal(command{TouchStaged: &t}) }
+
 // DropStagedCommand encodes the removal of abandoned staged chunks.
 func DropStagedCommand(d DropStaged) ([]byte, error) { return json.Marshal(command{DropStaged: &d}) }
 
@@ -358,6 +361,26 @@ func (s *Store) scanChunks(fn func(blob.ID, chunkRecord) bool) error {
 		}
 		return nil
 	})
+}
+
+// Unclaimed returns those of ids that are staged chunks no blob references
+// yet, from the local replica.
+func (s *Store) Unclaimed(ids []blob.ID) ([]blob.ID, error) {
+	var out []blob.ID
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, id := range ids {
+			var cr chunkRecord
+			switch err := getJSON(txn, chunkKey(id), &cr); {
+			case errors.Is(err, blob.ErrNotFound):
+			case err != nil:
+				return err
+			case cr.Refs == 0:
+				out = append(out, id)
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 // AbandonedChunks returns the chunks that were staged before t and that no

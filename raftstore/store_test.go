@@ -320,6 +320,10 @@ func TestStagedChunks(t *testing.T) {
 	stage(abandoned, t0)
 	stage(fresh, t0)
 	stage(fresh, t0.Add(time.Hour)) // staged again: its clock restarts
+	touched := blob.Sum([]byte("t"))
+	stage(touched, t0)
+	touch, _ := TouchStagedCommand(TouchStaged{IDs: []blob.ID{touched}, At: t0.Add(time.Hour)})
+	mustApply(t, nodes, touch) // found by a have-check: its clock restarts too
 	bad, _ := StageChunkCommand(StagedChunk{Chunk: Chunk{ID: blob.Sum([]byte("bad")), Len: 10, Shards: []blob.NodeID{"a"}}, K: 2, M: 1, At: t0})
 	if _, err := leaderOf(nodes).s.ApplyJSON(context.Background(), bad); err == nil {
 		t.Fatal("a staged chunk with 1 of 3 shard locations was accepted")
@@ -334,9 +338,12 @@ func TestStagedChunks(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0] != abandoned {
 		t.Fatalf("abandoned = %v, %v; want [%s]", got, err, abandoned)
 	}
-	drop, _ := DropStagedCommand(DropStaged{IDs: []blob.ID{used, abandoned, fresh}, Before: cutoff})
+	if un, _ := n.s.Unclaimed([]blob.ID{used, abandoned, touched}); len(un) != 2 || un[0] != abandoned || un[1] != touched {
+		t.Fatalf("unclaimed = %v, want [abandoned touched]", un)
+	}
+	drop, _ := DropStagedCommand(DropStaged{IDs: []blob.ID{used, abandoned, fresh, touched}, Before: cutoff})
 	mustApply(t, nodes, drop)
-	if !hasChunk(n.s, used) || hasChunk(n.s, abandoned) || !hasChunk(n.s, fresh) {
+	if !hasChunk(n.s, used) || hasChunk(n.s, abandoned) || !hasChunk(n.s, fresh) || !hasChunk(n.s, touched) {
 		t.Fatalf("after drop: used=%v abandoned=%v fresh=%v, want true false true", hasChunk(n.s, used), hasChunk(n.s, abandoned), hasChunk(n.s, fresh))
 	}
 	// The reference the blob took is real: deleting the blob frees the chunk.

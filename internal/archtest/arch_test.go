@@ -29,10 +29,11 @@ var allowed = map[string][]string{
 
 // owners lists the only project packages that may import each library.
 var owners = map[string][]string{
-	"github.com/hashicorp/raft":        {"raftstore"},
-	"github.com/dgraph-io/badger/v4":   {"raftstore"},
-	"github.com/hashicorp/memberlist":  {"node"},
-	"github.com/klauspost/reedsolomon": {"erasure"},
+	"github.com/hashicorp/raft":             {"raftstore"},
+	"github.com/dgraph-io/badger/v4":        {"raftstore"},
+	"github.com/hashicorp/memberlist":       {"node"},
+	"github.com/klauspost/reedsolomon":      {"erasure"},
+	"github.com/PlakarKorp/go-cdc-chunkers": {"client"},
 }
 
 type pkg struct {

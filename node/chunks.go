@@ -1,0 +1,350 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/raftstore"
+	"github.com/zeebo/blake3"
+)
+
+// Client-side chunking: a client cuts a file into content-defined chunks,
+// asks which ones the cluster lacks (have), uploads those one by one
+// (PutChunk: each is stored durably and committed as staged, unreferenced),
+// and commits the blob as a manifest of chunk IDs (PutManifest). A chunk
+// that no manifest claims within OrphanGrace is dropped by the leader, and
+// its shards are then reclaimed by the scrubbers.
+
+// have returns the IDs among ids that the cluster does not hold. Staged
+// chunks it reports present get a new grace: the upload that asked is
+// about to claim them (a resumed upload must not lose them meanwhile).
+func (n *Node) have(ctx context.Context, ids []blob.ID) ([]blob.ID, error) {
+	found, err := n.findChunks(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	missing := []blob.ID{}
+	var present []blob.ID
+	for _, id := range ids {
+		if _, ok := found[id]; ok {
+			present = append(present, id)
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	unclaimed, err := n.meta.Unclaimed(present)
+	if err != nil || len(unclaimed) == 0 {
+		return missing, err
+	}
+	cmd, err := raftstore.TouchStagedCommand(raftstore.TouchStaged{IDs: unclaimed, At: time.Now().UTC()})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := n.apply(ctx, cmd); err != nil {
+		return nil, fmt.Errorf("renewing staged chunks: %w", err)
+	}
+	return missing, nil
+}
+
+// findChunks returns the committed records of those of ids that exist.
+// Local misses are confirmed by the leader (this replica may lag a chunk
+// staged through another node a moment ago).
+func (n *Node) findChunks(ctx context.Context, ids []blob.ID) (map[blob.ID]raftstore.Chunk, error) {
+	found := map[blob.ID]raftstore.Chunk{}
+	var misses []blob.ID
+	for _, id := range ids {
+		c, err := n.meta.Chunk(id)
+		switch {
+		case err == nil:
+			found[id] = c
+		case errors.Is(err, blob.ErrNotFound):
+			misses = append(misses, id)
+		default:
+			return nil, err
+		}
+	}
+	if len(misses) == 0 {
+		return found, nil
+	}
+	body, err := json.Marshal(api.HaveRequest{Chunks: misses})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	more, err := viaLeader(ctx, n, http.MethodPost, "/internal/chunks", body,
+		func(ctx context.Context) ([]raftstore.Chunk, error) { return n.leaderChunks(ctx, misses) })
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range more {
+		found[c.ID] = c
+	}
+	return found, nil
+}
+
+// leaderChunks answers findChunks on the leader, after a barrier.
+func (n *Node) leaderChunks(ctx context.Context, ids []blob.ID) ([]raftstore.Chunk, error) {
+	if err := n.meta.Barrier(ctx); err != nil {
+		return nil, err
+	}
+	out := []raftstore.Chunk{}
+	for _, id := range ids {
+		c, err := n.meta.Chunk(id)
+		switch {
+		case err == nil:
+			out = append(out, c)
+		case !errors.Is(err, blob.ErrNotFound):
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// PutChunk stores one chunk sent on its own, which must hash to id. It
+// returns once all k+m shards are durable and the chunk is committed as
+// staged; a chunk the cluster already holds is not written again.
+func (n *Node) PutChunk(ctx context.Context, id blob.ID, r io.Reader) (stored bool, err error) {
+	select {
+	case n.chunkSlots <- struct{}{}:
+		defer func() { <-n.chunkSlots }()
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	st := n.chunkStripes.Get().(*erasure.Stripe)
+	defer n.chunkStripes.Put(st)
+	got, err := st.Fill(r, api.MaxChunkSize)
+	switch {
+	case err == io.EOF || got == 0:
+		return false, fmt.Errorf("%w: empty chunk", blob.ErrBadDigest)
+	case err != nil:
+		return false, fmt.Errorf("reading chunk: %w", err)
+	}
+	if got == api.MaxChunkSize {
+		if k, _ := io.ReadFull(r, make([]byte, 1)); k > 0 {
+			return false, fmt.Errorf("%w: a chunk may have at most %d bytes", blob.ErrTooLarge, api.MaxChunkSize)
+		}
+	}
+	if blob.Sum(st.Data()) != id {
+		return false, fmt.Errorf("%w: chunk sent as %s", blob.ErrBadDigest, id)
+	}
+	layout, err := n.meta.Layout()
+	if err != nil {
+		return false, err
+	}
+	if len(layout.Nodes) == 0 {
+		return false, fmt.Errorf("%w: the cluster has not formed yet", blob.ErrUnavailable)
+	}
+	shards, reused, err := n.writeChunk(ctx, layout, st, id)
+	if err != nil || reused {
+		return false, err
+	}
+	cmd, err := raftstore.StageChunkCommand(raftstore.StagedChunk{
+		Chunk: raftstore.Chunk{ID: id, Len: int64(got), Shards: shards},
+		K:     n.cfg.K, M: n.cfg.M, At: time.Now().UTC(),
+	})
+	if err != nil {
+		return false, err
+	}
+	if _, err := n.apply(ctx, cmd); err != nil {
+		return false, fmt.Errorf("committing chunk %s: %w", id, err)
+	}
+	return true, nil
+}
+
+// PutManifest commits a blob made of stored chunks. The claimed ID is
+// checked by reading the blob back through the normal read path (which
+// also verifies every shard and chunk), so an ID always names the BLAKE3
+// of its content, however the blob was uploaded. It reports whether the
+// blob is new.
+func (n *Node) PutManifest(ctx context.Context, m api.Manifest) (*raftstore.Blob, bool, error) {
+	if err := n.checkManifest(m); err != nil {
+		return nil, false, err
+	}
+	switch b, err := n.lookup(ctx, m.ID); {
+	case err == nil && b.Size == m.Size:
+		return b, false, nil // already stored: nothing to send, read or commit
+	case err == nil:
+		return nil, false, fmt.Errorf("%w: blob %s has %d bytes, the manifest says %d", blob.ErrBadDigest, m.ID, b.Size, m.Size)
+	case !errors.Is(err, blob.ErrNotFound):
+		return nil, false, err
+	}
+	ids := make([]blob.ID, len(m.Chunks))
+	for i, c := range m.Chunks {
+		ids[i] = c.ID
+	}
+	found, err := n.findChunks(ctx, ids)
+	if err != nil {
+		return nil, false, err
+	}
+	layout, err := n.meta.Layout()
+	if err != nil {
+		return nil, false, err
+	}
+	rec := raftstore.Blob{ID: m.ID, Size: m.Size, K: n.cfg.K, M: n.cfg.M, Created: time.Now().UTC(), LayoutVersion: layout.Version}
+	missing := 0
+	for _, ref := range m.Chunks {
+		c, ok := found[ref.ID]
+		switch {
+		case !ok || len(c.Shards) != n.codec.N():
+			missing++
+			continue
+		case c.Len != ref.Len:
+			return nil, false, fmt.Errorf("%w: chunk %s has %d bytes, the manifest says %d", blob.ErrBadDigest, ref.ID, c.Len, ref.Len)
+		}
+		c.Reused = true
+		rec.Chunks = append(rec.Chunks, c)
+	}
+	if missing > 0 {
+		return nil, false, fmt.Errorf("%w: %d of the manifest's %d chunks are not stored", blob.ErrMissingChunks, missing, len(m.Chunks))
+	}
+	h := blake3.New()
+	if err := n.WriteRange(ctx, &rec, 0, rec.Size, h); err != nil {
+		return nil, false, fmt.Errorf("verifying manifest of %s: %w", m.ID, err)
+	}
+	if got := blob.ID(h.Sum(nil)); got != m.ID {
+		return nil, false, fmt.Errorf("%w: the chunks hash to %s, not %s", blob.ErrBadDigest, got, m.ID)
+	}
+	cmd, err := raftstore.PutBlobCommand(rec)
+	if err != nil {
+		return nil, false, err
+	}
+	if _, err := n.apply(ctx, cmd); err != nil {
+		if errors.Is(err, raftstore.ErrChunkGone) {
+			err = fmt.Errorf("%w: %v", blob.ErrMissingChunks, err)
+		}
+		return nil, false, fmt.Errorf("committing blob %s: %w", m.ID, err)
+	}
+	return &rec, true, nil
+}
+
+func (n *Node) checkManifest(m api.Manifest) error {
+	if len(m.Chunks) > api.MaxManifestChunks {
+		return fmt.Errorf("%w: a manifest may list at most %d chunks", blob.ErrTooLarge, api.MaxManifestChunks)
+	}
+	if m.Size > n.cfg.MaxBlobSize {
+		return fmt.Errorf("%w: blob of %d bytes exceeds the limit of %d", blob.ErrTooLarge, m.Size, n.cfg.MaxBlobSize)
+	}
+	var sum int64
+	for _, c := range m.Chunks {
+		if c.Len <= 0 || c.Len > int64(max(api.MaxChunkSize, n.cfg.ChunkSize)) {
+			return fmt.Errorf("%w: chunk %s has an impossible length %d", blob.ErrBadDigest, c.ID, c.Len)
+		}
+		sum += c.Len
+	}
+	if sum != m.Size {
+		return fmt.Errorf("%w: the chunks add up to %d bytes, the manifest says %d", blob.ErrBadDigest, sum, m.Size)
+	}
+	return nil
+}
+
+// dropAbandoned, on the leader, deletes staged chunks no manifest claimed
+// within OrphanGrace (an upload given up). Their shards become orphans,
+// which the scrubbers reclaim.
+func (n *Node) dropAbandoned(ctx context.Context) error {
+	before := time.Now().Add(-n.cfg.OrphanGrace).UTC()
+	ids, err := n.meta.AbandonedChunks(before)
+	for len(ids) > 0 && err == nil {
+		batch := ids[:min(len(ids), 1000)]
+		ids = ids[len(batch):]
+		var cmd []byte
+		if cmd, err = raftstore.DropStagedCommand(raftstore.DropStaged{IDs: batch, Before: before}); err == nil {
+			_, err = n.meta.ApplyJSON(ctx, cmd)
+			n.log.Info("dropped abandoned staged chunks", "chunks", len(batch), "err", err)
+		}
+	}
+	return err
+}
+
+// HTTP handlers.
+
+func (n *Node) handleHave(w http.ResponseWriter, r *http.Request) {
+	var req api.HaveRequest
+	if !decodeBody(w, r, &req, api.MaxHaveChunks*64) {
+		return
+	}
+	if len(req.Chunks) > api.MaxHaveChunks {
+		writeError(w, fmt.Errorf("%w: at most %d chunks per request", blob.ErrTooLarge, api.MaxHaveChunks))
+		return
+	}
+	missing, err := n.have(r.Context(), req.Chunks)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.HaveResponse{Missing: missing})
+}
+
+func (n *Node) handleChunkPut(w http.ResponseWriter, r *http.Request) {
+	id, err := blob.ParseID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if r.ContentLength > api.MaxChunkSize {
+		writeError(w, fmt.Errorf("%w: a chunk may have at most %d bytes", blob.ErrTooLarge, api.MaxChunkSize))
+		return
+	}
+	stored, err := n.PutChunk(r.Context(), id, r.Body)
+	if err != nil {
+		n.log.Info("chunk put failed", "chunk", id, "err", err)
+		writeError(w, err)
+		return
+	}
+	status := http.StatusOK
+	if stored {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, api.ChunkRef{ID: id})
+}
+
+func (n *Node) handleManifest(w http.ResponseWriter, r *http.Request) {
+	var m api.Manifest
+	if !decodeBody(w, r, &m, api.MaxManifestChunks*128) {
+		return
+	}
+	b, created, err := n.PutManifest(r.Context(), m)
+	if err != nil {
+		n.log.Info("manifest failed", "blob", m.ID, "err", err)
+		writeError(w, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, api.PutResult{ID: b.ID, Size: b.Size})
+}
+
+func (n *Node) handleInternalChunks(w http.ResponseWriter, r *http.Request) {
+	var req api.HaveRequest
+	if !decodeBody(w, r, &req, api.MaxManifestChunks*64) {
+		return
+	}
+	cs, err := n.leaderChunks(r.Context(), req.Chunks)
+	writeLeaderAnswer(w, cs, err)
+}
+
+// decodeBody reads a JSON body of at most limit bytes into v, answering
+// 400 or 413 itself when it cannot.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, fmt.Errorf("%w: request body over %d bytes", blob.ErrTooLarge, limit))
+	case err != nil:
+		writeJSON(w, http.StatusBadRequest, blob.Error{Code: "bad_request", Message: "malformed request: " + err.Error()})
+	}
+	return err == nil
+}
