@@ -12,6 +12,8 @@ import (
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/client"
+	"github.com/dustin/go-humanize"
 	"github.com/zeebo/blake3"
 )
 
@@ -26,25 +28,50 @@ func cmdPut(args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one FILE (or - for stdin)")
 	}
-	var in io.Reader = io.TeeReader(os.Stdin, newProgress(-1, "put", *quiet))
-	var bar *progress
+	ctx := context.Background()
+	cl := newClient(*server)
 	if pos[0] != "-" {
 		f, err := os.Open(pos[0])
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		size := int64(-1)
-		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
-			size = st.Size()
+		st, err := f.Stat()
+		if err != nil {
+			return err
 		}
-		bar = newProgress(size, "put", *quiet)
-		in = countingFile{f, bar}
+		if st.Mode().IsRegular() {
+			return uploadFile(ctx, cl, f, st.Size(), *quiet)
+		}
+		return streamPut(ctx, cl, f, *quiet) // a pipe or a device
 	}
-	id, err := newClient(*server).Put(context.Background(), in)
-	if bar != nil {
-		bar.finish()
+	return streamPut(ctx, cl, os.Stdin, *quiet)
+}
+
+// uploadFile sends a regular file by content-defined chunks, only those
+// the cluster lacks.
+func uploadFile(ctx context.Context, cl *client.Client, f *os.File, size int64, quiet bool) error {
+	bar := newProgress(size, "put", quiet)
+	res, err := cl.Upload(ctx, f, size, &client.UploadOptions{Progress: func(p client.UploadProgress) {
+		bar.set(p.Sent + p.Skipped)
+		if p.Skipped > 0 {
+			bar.describe(fmt.Sprintf("put (%s already stored)", humanize.IBytes(uint64(p.Skipped))))
+		}
+	}})
+	bar.finish()
+	if err != nil {
+		return err
 	}
+	fmt.Println(res.ID)
+	return nil
+}
+
+// streamPut sends a stream of unknown size in one request; the cluster
+// chunks it and stores only the chunks it did not hold.
+func streamPut(ctx context.Context, cl *client.Client, r io.Reader, quiet bool) error {
+	bar := newProgress(-1, "put", quiet)
+	id, err := cl.Put(ctx, io.TeeReader(r, bar))
+	bar.finish()
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"os"
 	"time"
 
@@ -45,29 +44,14 @@ func (p *progress) set(n int64) {
 	}
 }
 
+func (p *progress) describe(s string) {
+	if p.bar != nil {
+		p.bar.Describe(s)
+	}
+}
+
 func (p *progress) finish() {
 	if p.bar != nil {
 		p.bar.Finish()
 	}
-}
-
-// countingFile reports reads of an upload to a progress bar while staying
-// seekable, so the client can measure it and rewind it for a retry.
-type countingFile struct {
-	*os.File
-	p *progress
-}
-
-func (f countingFile) Read(b []byte) (int, error) {
-	n, err := f.File.Read(b)
-	f.p.Write(b[:n])
-	return n, err
-}
-
-func (f countingFile) Seek(off int64, whence int) (int64, error) {
-	pos, err := f.File.Seek(off, whence)
-	if err == nil && whence == io.SeekStart {
-		f.p.set(pos)
-	}
-	return pos, err
 }
