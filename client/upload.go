@@ -31,7 +31,7 @@ type Chunking struct {
 // DefaultChunking averages about 2.5 MiB per chunk: small enough that a
 // 1 MiB change resends a few MiB, large enough that a 10 GiB file is a
 // manifest of about 4,000 chunks.
-var DefaultChunking = Chunking{Min: 1 << 20, Avg: 2 << 20, Max: api.MaxChunkSize}
+var DefaultChunking = Chunking{Min: 2 << 20, Avg: 4 << 20, Max: api.MaxChunkSize}
 
 // UploadOptions tunes Upload. The zero value is good.
 type UploadOptions struct {
@@ -279,10 +279,12 @@ func (u *upload) sender(ctx context.Context, sends <-chan chunkAt) error {
 		if _, err := u.r.ReadAt(buf, ref.off); err != nil {
 			return fmt.Errorf("reading: %w", err)
 		}
-		if blob.Sum(buf) != ref.ID {
-			return fmt.Errorf("client: the file changed while it was read (at offset %d)", ref.off)
-		}
+		// NB: the cluster checks the chunk against its ID, which also
+		// catches a file that changed since it was scanned.
 		if err := u.c.putChunk(ctx, ref.ID, buf); err != nil {
+			if errors.Is(err, blob.ErrBadDigest) {
+				err = fmt.Errorf("the file changed while it was read (at offset %d): %w", ref.off, err)
+			}
 			return err
 		}
 		u.sent.Add(ref.Len)
