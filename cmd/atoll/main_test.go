@@ -4,69 +4,101 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/zeebo/blake3"
 )
 
-// TestRealBinary runs three `atoll server` processes, one per region, and
-// drives them through the CLI exactly as a script would.
-func TestRealBinary(t *testing.T) {
+// realCluster is a cluster of real `atoll server` processes on loopback
+// addresses 127.X.region.index, driven through the CLI.
+type realCluster struct {
+	t      *testing.T
+	dir    string
+	bin    string
+	procs  []*exec.Cmd
+	apis   []string // each node's API URL
+	server string   // the first node's API, the CLI's default
+}
+
+// startReal builds the binary and starts regions × perRegion servers.
+func startReal(t *testing.T, regions, perRegion int) *realCluster {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "atoll")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	c := &realCluster{t: t, dir: t.TempDir()}
+	c.bin = filepath.Join(c.dir, "atoll")
+	if out, err := exec.Command("go", "build", "-o", c.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	octet := 10 + rand.IntN(240)
-	ips := []string{}
-	for r := 1; r <= 3; r++ {
-		ips = append(ips, fmt.Sprintf("127.%d.%d.1", octet, r))
-	}
-	var procs []*exec.Cmd
-	for i, ip := range ips {
-		var others []string
-		for _, o := range ips {
-			if o != ip {
-				others = append(others, o)
-			}
+	var ips []string
+	for r := 1; r <= regions; r++ {
+		for i := 1; i <= perRegion; i++ {
+			ips = append(ips, fmt.Sprintf("127.%d.%d.%d", octet, r, i))
 		}
-		cmd := exec.Command(bin, "server", "--data", filepath.Join(dir, fmt.Sprint("n", i)), "--region", fmt.Sprint("region", i+1),
-			"--bind", ip, "--join", strings.Join(others, ","), "--bootstrap-expect", "3", "--log-level", "warn")
-		logf, _ := os.Create(filepath.Join(dir, fmt.Sprintf("n%d.log", i)))
+	}
+	for _, ip := range ips {
+		c.apis = append(c.apis, "http://"+ip+":8700")
+	}
+	c.server = c.apis[0]
+	for i, ip := range ips {
+		cmd := exec.Command(c.bin, "server", "--data", filepath.Join(c.dir, fmt.Sprint("n", i)), "--region", fmt.Sprint("region", i/perRegion+1),
+			"--bind", ip, "--join", strings.Join(slices.DeleteFunc(slices.Clone(ips), func(o string) bool { return o == ip }), ","),
+			"--bootstrap-expect", fmt.Sprint(len(ips)), "--log-level", "warn")
+		logf, _ := os.Create(filepath.Join(c.dir, fmt.Sprintf("n%d.log", i)))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		procs = append(procs, cmd)
+		c.procs = append(c.procs, cmd)
 	}
 	t.Cleanup(func() {
-		for _, p := range procs {
+		for _, p := range c.procs {
 			p.Process.Kill()
 			p.Wait()
 		}
 	})
-	server := "http://" + ips[0] + ":8700"
-	run := func(args ...string) (stdout, stderr string, code int) {
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "ATOLL_SERVER="+server)
-		var o, e bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err := cmd.Run()
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return o.String(), e.String(), code
+	return c
+}
+
+// command returns the CLI invoked with args against the cluster.
+func (c *realCluster) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(c.bin, args...)
+	cmd.Env = append(os.Environ(), "ATOLL_SERVER="+c.server)
+	return cmd
+}
+
+// run runs the CLI to completion.
+func (c *realCluster) run(args ...string) (stdout, stderr string, code int) {
+	cmd := c.command(args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatal(err)
 	}
+	return o.String(), e.String(), code
+}
+
+// TestRealBinary runs three `atoll server` processes, one per region, and
+// drives them through the CLI exactly as a script would.
+func TestRealBinary(t *testing.T) {
+	c := startReal(t, 3, 1)
+	dir, bin, server, run := c.dir, c.bin, c.server, c.run
+	procs := c.procs
 
 	// The cluster forms.
 	var ci struct {
@@ -197,7 +229,7 @@ func TestRealBinary(t *testing.T) {
 	// Kill a region (SIGKILL); the blob still reads through the others.
 	procs[2].Process.Signal(syscall.SIGKILL)
 	procs[2].Wait()
-	if _, errOut, code := run("get", id, "-o", outFile, "--server", "http://"+ips[1]+":8700"); code != 0 {
+	if _, errOut, code := run("get", id, "-o", outFile, "--server", c.apis[1]); code != 0 {
 		t.Fatalf("get with a region killed: exit %d: %s", code, errOut)
 	}
 	if got, _ := os.ReadFile(outFile); !bytes.Equal(got, data) {
@@ -214,5 +246,110 @@ func TestRealBinary(t *testing.T) {
 	procs[1].Process.Signal(syscall.SIGTERM)
 	if err := procs[1].Wait(); err != nil {
 		t.Fatalf("graceful stop: %v", err)
+	}
+}
+
+// waitFormed waits until the cluster reports n alive nodes and a leader.
+func (c *realCluster) waitFormed(n int) {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, _, code := c.run("cluster", "--json")
+		var ci struct {
+			Leader string `json:"leader"`
+			Nodes  []struct{ State string }
+		}
+		alive := 0
+		if code == 0 && json.Unmarshal([]byte(out), &ci) == nil {
+			for _, nd := range ci.Nodes {
+				if nd.State == "alive" {
+					alive++
+				}
+			}
+		}
+		if ci.Leader != "" && alive == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("cluster of %d did not form: %s", n, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// peakRSS returns a process's peak resident set (VmHWM) in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
+}
+
+// TestLargeRoundTrip puts and gets a generated file through a 3×3
+// cluster of real processes and checks that neither the CLI nor the
+// gateway node needs memory that grows with the size: both stay under
+// 300 MiB of peak RSS. ATOLL_LARGE_MIB sets the size (default 256; the
+// measurement in BENCHMARKS.md uses 10240).
+func TestLargeRoundTrip(t *testing.T) {
+	mib := 256
+	if s := os.Getenv("ATOLL_LARGE_MIB"); s != "" {
+		mib, _ = strconv.Atoi(s)
+	}
+	c := startReal(t, 3, 3)
+	in := filepath.Join(c.dir, "large.in")
+	f, err := os.Create(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := rand.NewChaCha8([32]byte{7})
+	sum := blake3.New()
+	w := io.MultiWriter(f, sum)
+	buf := make([]byte, 8<<20)
+	for range mib / 8 {
+		gen.Read(buf)
+		w.Write(buf)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := blob.ID(sum.Sum(nil)).String()
+	c.waitFormed(9)
+
+	const limit = 300 << 20
+	timed := func(args ...string) (string, time.Duration, int64) {
+		cmd := c.command(args...)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, e.String())
+		}
+		return strings.TrimSpace(o.String()), time.Since(start), cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+	}
+	id, putTook, putRSS := timed("put", "--quiet", in)
+	if id != want {
+		t.Fatalf("put answered %s, want %s", id, want)
+	}
+	gwPut := peakRSS(t, c.procs[0].Process.Pid)
+	out := filepath.Join(c.dir, "large.out")
+	_, getTook, getRSS := timed("get", "--quiet", id, "-o", out) // verified against the ID
+	gwGet := peakRSS(t, c.procs[0].Process.Pid)
+	if st, err := os.Stat(out); err != nil || st.Size() != int64(mib)<<20 {
+		t.Fatalf("downloaded file: %v %v", st, err)
+	}
+	mb := float64(int64(mib)<<20) / 1e6
+	t.Logf("%d MiB: put %.1fs (%.0f MB/s), CLI peak RSS %d MiB; get %.1fs (%.0f MB/s), CLI peak RSS %d MiB; gateway peak RSS %d MiB after put, %d MiB after get",
+		mib, putTook.Seconds(), mb/putTook.Seconds(), putRSS>>20, getTook.Seconds(), mb/getTook.Seconds(), getRSS>>20, gwPut>>20, gwGet>>20)
+	for what, rss := range map[string]int64{"put CLI": putRSS, "get CLI": getRSS, "gateway": gwGet} {
+		if rss > limit {
+			t.Errorf("%s peak RSS %d MiB, over %d MiB", what, rss>>20, limit>>20)
+		}
 	}
 }
