@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -231,4 +232,35 @@ func send(t *testing.T, method, url string, body []byte) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestUploadSurvivesGatewayLoss: the node an upload talks to is killed
+// halfway (it is the raft leader, the worst case); the client fails over
+// to the others and the upload completes with the right bytes.
+func TestUploadSurvivesGatewayLoss(t *testing.T) {
+	c := start(t, Options{})
+	leader, err := c.WaitLeader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	urls := []string{leader.Node.URL()}
+	for _, u := range c.URLs() {
+		if u != leader.Node.URL() {
+			urls = append(urls, u)
+		}
+	}
+	cl := client.New(urls...)
+	data := randBytes(rand.New(rand.NewPCG(11, 11)), 4<<20)
+	var once sync.Once
+	opts := *smallCDC
+	opts.Progress = func(p client.UploadProgress) {
+		if p.Sent >= p.Size/3 {
+			once.Do(func() { go c.KillNode(leader.ID) })
+		}
+	}
+	res := upload(t, cl, data, &opts)
+	mustRead(t, cl, res.ID, data)
+	if st, err := cl.Stat(context.Background(), res.ID); err != nil || st.Size != int64(len(data)) {
+		t.Fatalf("stat after failover: %+v %v", st, err)
+	}
 }
