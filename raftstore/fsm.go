@@ -47,6 +47,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	}
 	var res applyResult
+	markApplied := func(txn *badger.Txn) error {
+		return txn.Set(keyApplied, binary.BigEndian.AppendUint64(nil, l.Index))
+	}
 	err := update(f.db, func(txn *badger.Txn) error {
 		applied, err := getUint64(txn, keyApplied)
 		if err != nil {
@@ -59,9 +62,17 @@ func (f *fsm) Apply(l *raft.Log) any {
 		if err := json.Unmarshal(l.Data, &c); err != nil {
 			return fmt.Errorf("raftstore: undecodable command at %d: %w", l.Index, err)
 		}
-		res = apply(txn, c)
-		return txn.Set(keyApplied, binary.BigEndian.AppendUint64(nil, l.Index))
+		if res = apply(txn, c); res.Err != nil {
+			return errRejected
+		}
+		return markApplied(txn)
 	})
+	if errors.Is(err, errRejected) {
+		// A rejected command changes nothing: its partial writes (say, the
+		// references a put took before meeting a reclaimed chunk) are
+		// discarded with the transaction; only the index advances.
+		err = update(f.db, markApplied)
+	}
 	if err != nil {
 		// NB: a failed write leaves the FSM behind the log; panicking lets
 		// raft's supervisor restart and replay rather than diverge silently.
@@ -69,6 +80,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	return res
 }
+
+// errRejected aborts the transaction of a command whose result is an error.
+var errRejected = errors.New("command rejected")
 
 // apply executes one command. Domain errors (e.g. deleting an unknown blob)
 // are returned in the result, not as transaction errors.

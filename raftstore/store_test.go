@@ -352,11 +352,16 @@ func TestStagedChunks(t *testing.T) {
 	if hasChunk(n.s, used) {
 		t.Fatal("chunk kept after its only blob was deleted")
 	}
-	// A manifest may not name a chunk that is gone.
-	b2 := testBlob(2, abandoned)
-	b2.Chunks[0].Reused = true
+	// A manifest may not name a chunk that is gone, and a rejected one
+	// changes nothing: the reference it took on fresh before meeting the
+	// dropped chunk is not kept.
+	b2 := testBlob(2, fresh, abandoned)
+	b2.Chunks[0].Reused, b2.Chunks[1].Reused = true, true
 	cmd, _ = PutBlobCommand(b2)
 	if _, err := leaderOf(nodes).s.ApplyJSON(context.Background(), cmd); !errors.Is(err, ErrChunkGone) {
 		t.Fatalf("manifest over a dropped chunk: %v, want ErrChunkGone", err)
+	}
+	if un, _ := n.s.Unclaimed([]blob.ID{fresh}); len(un) != 1 {
+		t.Fatal("a rejected put kept a reference to a chunk")
 	}
 }
