@@ -218,10 +218,7 @@ func (n *Node) PutManifest(ctx context.Context, m api.Manifest) (*raftstore.Blob
 		return nil, false, err
 	}
 	if _, err := n.apply(ctx, cmd); err != nil {
-		if errors.Is(err, raftstore.ErrChunkGone) {
-			err = fmt.Errorf("%w: %v", blob.ErrMissingChunks, err)
-		}
-		return nil, false, fmt.Errorf("committing blob %s: %w", m.ID, err)
+		return nil, false, fmt.Errorf("committing blob %s: %w", m.ID, err) // ErrChunkGone is a missing_chunks
 	}
 	return &rec, true, nil
 }

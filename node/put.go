@@ -92,7 +92,7 @@ func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
 		return nil, err
 	}
 	if _, err := n.apply(ctx, cmd); err != nil {
-		if errors.Is(err, raftstore.ErrChunkGone) {
+		if errors.Is(err, blob.ErrMissingChunks) { // a reused chunk was reclaimed meanwhile
 			err = fmt.Errorf("%w: %v", blob.ErrUnavailable, err) // the client may retry
 		}
 		return nil, fmt.Errorf("committing blob %s: %w", rec.ID, err)

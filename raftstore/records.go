@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/atollstore/atoll/blob"
@@ -33,8 +34,10 @@ type Chunk struct {
 }
 
 // ErrChunkGone is returned when a put reused a chunk that was deleted and
-// reclaimed before the put committed; the put must be retried.
-var ErrChunkGone = errors.New("a reused chunk was reclaimed before the commit; retry the put")
+// reclaimed before the put committed; the put must be retried. It wraps
+// blob.ErrMissingChunks, so it keeps its meaning across the wire (a
+// command forwarded to the leader).
+var ErrChunkGone = fmt.Errorf("a reused chunk was reclaimed before the commit: %w", blob.ErrMissingChunks)
 
 // ErrStale is returned by a shard move whose expected locations no longer
 // match: someone else moved the chunk first.
