@@ -97,6 +97,10 @@ var (
 	ErrNoSpace = errors.New("no space left")
 	// ErrBadDigest: uploaded bytes do not hash to the ID they were sent as.
 	ErrBadDigest = errors.New("content does not match its id")
+	// ErrExists: the name is taken (a bucket, an access key).
+	ErrExists = errors.New("already exists")
+	// ErrNotEmpty: a container still holds something (a bucket).
+	ErrNotEmpty = errors.New("not empty")
 	// ErrMissingChunks: a manifest names chunks the cluster does not hold
 	// (never uploaded, or abandoned and reclaimed); upload them and retry.
 	ErrMissingChunks = errors.New("chunks missing")

@@ -23,6 +23,8 @@ var codes = []struct {
 	{ErrNoSpace, "no_space", http.StatusInsufficientStorage},
 	{ErrBadDigest, "bad_digest", http.StatusBadRequest},
 	{ErrMissingChunks, "missing_chunks", http.StatusConflict},
+	{ErrExists, "exists", http.StatusConflict},
+	{ErrNotEmpty, "not_empty", http.StatusConflict},
 }
 
 // Code returns the wire code and HTTP status for err.

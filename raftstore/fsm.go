@@ -20,8 +20,9 @@ import (
 //	f r          "restore in progress" marker
 //	f l          layout (JSON)
 //	f b <id>     blob record (JSON, chunk shards omitted)
-//	f c <id>     chunk record (JSON); deleted when no blob references it, after
-//	             which the nodes' scrubbers reclaim its shards
+//	f c <id>     chunk record (JSON); deleted when no blob or object references
+//	             it, after which the nodes' scrubbers reclaim its shards
+//	f B, f o, f K  buckets, objects and access keys (objects.go)
 var (
 	keyApplied   = []byte{prefixFSM, 'a'}
 	keyRestoring = []byte{prefixFSM, 'r'}
@@ -105,6 +106,18 @@ func apply(txn *badger.Txn, c command) applyResult {
 		return applyResult{Err: applyTouchStaged(txn, *c.TouchStaged)}
 	case c.DropStaged != nil:
 		return applyResult{Err: applyDropStaged(txn, *c.DropStaged)}
+	case c.CreateBucket != nil:
+		return applyResult{Err: applyCreateBucket(txn, *c.CreateBucket)}
+	case c.DeleteBucket != nil:
+		return applyResult{Err: applyDeleteBucket(txn, *c.DeleteBucket)}
+	case c.PutObject != nil:
+		return applyResult{Err: applyPutObject(txn, *c.PutObject)}
+	case c.DeleteObject != nil:
+		return applyResult{Err: applyDeleteObject(txn, *c.DeleteObject)}
+	case c.PutAccessKey != nil:
+		return applyResult{Err: applyPutAccessKey(txn, *c.PutAccessKey)}
+	case c.DeleteAccessKey != nil:
+		return applyResult{Err: applyDeleteAccessKey(txn, *c.DeleteAccessKey)}
 	}
 	return applyResult{Err: errors.New("raftstore: empty command")}
 }
@@ -117,35 +130,11 @@ func applyPutBlob(txn *badger.Txn, b Blob) (*Blob, error) {
 	case !errors.Is(err, blob.ErrNotFound):
 		return nil, err
 	}
-	seen := map[blob.ID]bool{}
-	for _, c := range b.Chunks {
-		if seen[c.ID] {
-			continue // a blob references each distinct chunk once
-		}
-		seen[c.ID] = true
-		var cr chunkRecord
-		switch err := getJSON(txn, chunkKey(c.ID), &cr); {
-		case errors.Is(err, blob.ErrNotFound):
-			if c.Reused {
-				return nil, fmt.Errorf("chunk %s: %w", c.ID, ErrChunkGone)
-			}
-			if len(c.Shards) != b.K+b.M {
-				return nil, fmt.Errorf("raftstore: chunk %s has %d shard locations, want %d", c.ID, len(c.Shards), b.K+b.M)
-			}
-			cr = chunkRecord{Len: c.Len, K: b.K, M: b.M, Shards: c.Shards}
-		case err != nil:
-			return nil, err
-		}
-		cr.Refs++
-		if err := setJSON(txn, chunkKey(c.ID), cr); err != nil {
-			return nil, err
-		}
+	if err := addRefs(txn, b.Chunks, b.K, b.M); err != nil {
+		return nil, err
 	}
 	rec := b
-	rec.Chunks = make([]Chunk, len(b.Chunks))
-	for i, c := range b.Chunks {
-		rec.Chunks[i] = Chunk{ID: c.ID, Len: c.Len}
-	}
+	rec.Chunks = withoutShards(b.Chunks)
 	return &b, setJSON(txn, blobKey(b.ID), rec)
 }
 
@@ -154,8 +143,49 @@ func applyDeleteBlob(txn *badger.Txn, id blob.ID) error {
 	if err := getJSON(txn, blobKey(id), &b); err != nil {
 		return err
 	}
+	if err := dropRefs(txn, b.Chunks); err != nil {
+		return err
+	}
+	return txn.Delete(blobKey(id))
+}
+
+// addRefs takes one reference on each distinct chunk of cs (a blob or an
+// object references a chunk once, however often it repeats). A chunk
+// written for this commit gets its record here; a Reused one must still
+// exist.
+func addRefs(txn *badger.Txn, cs []Chunk, k, m int) error {
 	seen := map[blob.ID]bool{}
-	for _, c := range b.Chunks {
+	for _, c := range cs {
+		if seen[c.ID] {
+			continue
+		}
+		seen[c.ID] = true
+		var cr chunkRecord
+		switch err := getJSON(txn, chunkKey(c.ID), &cr); {
+		case errors.Is(err, blob.ErrNotFound):
+			if c.Reused {
+				return fmt.Errorf("chunk %s: %w", c.ID, ErrChunkGone)
+			}
+			if len(c.Shards) != k+m {
+				return fmt.Errorf("raftstore: chunk %s has %d shard locations, want %d", c.ID, len(c.Shards), k+m)
+			}
+			cr = chunkRecord{Len: c.Len, K: k, M: m, Shards: c.Shards}
+		case err != nil:
+			return err
+		}
+		cr.Refs++
+		if err := setJSON(txn, chunkKey(c.ID), cr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropRefs releases the references addRefs took; a chunk no longer
+// referenced is deleted (its shards become orphans the scrubbers reclaim).
+func dropRefs(txn *badger.Txn, cs []Chunk) error {
+	seen := map[blob.ID]bool{}
+	for _, c := range cs {
 		if seen[c.ID] {
 			continue
 		}
@@ -174,7 +204,17 @@ func applyDeleteBlob(txn *badger.Txn, id blob.ID) error {
 			return err
 		}
 	}
-	return txn.Delete(blobKey(id))
+	return nil
+}
+
+// withoutShards is the chunk list as stored in a blob or object record:
+// locations live in the chunk records only, so moves touch one row.
+func withoutShards(cs []Chunk) []Chunk {
+	out := make([]Chunk, len(cs))
+	for i, c := range cs {
+		out[i] = Chunk{ID: c.ID, Len: c.Len}
+	}
+	return out
 }
 
 func applyStageChunk(txn *badger.Txn, sc StagedChunk) error {

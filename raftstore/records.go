@@ -155,4 +155,11 @@ type command struct {
 	StageChunk   *StagedChunk `json:"stage_chunk,omitempty"`
 	TouchStaged  *TouchStaged `json:"touch_staged,omitempty"`
 	DropStaged   *DropStaged  `json:"drop_staged,omitempty"`
+
+	CreateBucket    *Bucket    `json:"create_bucket,omitempty"`
+	DeleteBucket    *string    `json:"delete_bucket,omitempty"`
+	PutObject       *Object    `json:"put_object,omitempty"`
+	DeleteObject    *ObjectRef `json:"delete_object,omitempty"`
+	PutAccessKey    *AccessKey `json:"put_access_key,omitempty"`
+	DeleteAccessKey *string    `json:"delete_access_key,omitempty"`
 }

@@ -312,14 +312,7 @@ func (s *Store) Blob(id blob.ID) (*Blob, error) {
 		if err := getJSON(txn, blobKey(id), &b); err != nil {
 			return err
 		}
-		for i, c := range b.Chunks {
-			var cr chunkRecord
-			if err := getJSON(txn, chunkKey(c.ID), &cr); err != nil {
-				return fmt.Errorf("raftstore: blob %s chunk %s: %w", id, c.ID, err)
-			}
-			b.Chunks[i].Shards = cr.Shards
-		}
-		return nil
+		return fillShards(txn, b.Chunks)
 	})
 	if err != nil {
 		return nil, err
