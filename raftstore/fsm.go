@@ -2,12 +2,15 @@ package raftstore
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/dgraph-io/badger/v4"
@@ -35,7 +38,58 @@ func chunkKey(id blob.ID) []byte { return append([]byte{prefixFSM, 'c'}, id[:]..
 // fsm applies commands to badger. Each Apply writes its effects and the
 // applied index in one transaction, so replaying an already-applied entry
 // after a restart is a no-op.
-type fsm struct{ db *badger.DB }
+type fsm struct {
+	db *badger.DB
+
+	mu      sync.Mutex
+	applied uint64        // last raft index applied (commands only)
+	changed chan struct{} // closed and replaced when applied grows
+}
+
+func newFSM(db *badger.DB) (*fsm, error) {
+	f := &fsm{db: db, changed: make(chan struct{})}
+	return f, f.loadApplied()
+}
+
+// loadApplied reads the applied index from the DB (at open, after a restore).
+func (f *fsm) loadApplied() error {
+	var idx uint64
+	err := f.db.View(func(txn *badger.Txn) (err error) {
+		idx, err = getUint64(txn, keyApplied)
+		return err
+	})
+	if err == nil {
+		f.setApplied(idx)
+	}
+	return err
+}
+
+func (f *fsm) setApplied(idx uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if idx > f.applied {
+		f.applied = idx
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
+}
+
+// waitApplied blocks until every command up to idx is applied here.
+func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
+	for {
+		f.mu.Lock()
+		done, changed := f.applied >= idx, f.changed
+		f.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
 
 // applyResult is what Apply returns through raft's future.
 type applyResult struct {
@@ -73,6 +127,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 		// references a put took before meeting a reclaimed chunk) are
 		// discarded with the transaction; only the index advances.
 		err = update(f.db, markApplied)
+	}
+	if err == nil {
+		f.setApplied(l.Index)
 	}
 	if err != nil {
 		// NB: a failed write leaves the FSM behind the log; panicking lets
@@ -403,17 +460,34 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := wb.Flush(); err != nil {
 		return err
 	}
-	return f.db.Update(func(txn *badger.Txn) error { return txn.Delete(keyRestoring) })
+	if err := f.db.Update(func(txn *badger.Txn) error { return txn.Delete(keyRestoring) }); err != nil {
+		return err
+	}
+	return f.loadApplied()
 }
 
-// dropFSM deletes every FSM key except the restore marker.
+// dropFSM deletes every FSM key except the restore marker: a key-only
+// scan, so no kind of record can be forgotten.
 func dropFSM(db *badger.DB) error {
-	for _, p := range []byte{'a', 'l', 'b', 'c'} {
-		if err := db.DropPrefix([]byte{prefixFSM, p}); err != nil {
-			return err
+	wb := db.NewWriteBatch()
+	defer wb.Cancel()
+	err := db.View(func(txn *badger.Txn) error {
+		p := []byte{prefixFSM}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+		defer it.Close()
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			if k := it.Item().KeyCopy(nil); !bytes.Equal(k, keyRestoring) {
+				if err := wb.Delete(k); err != nil {
+					return err
+				}
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	return nil
+	return wb.Flush()
 }
 
 func readChunk(r *bufio.Reader) ([]byte, error) {

@@ -92,7 +92,12 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: open badger: %w", err)
 	}
-	s := &Store{db: db, fsm: &fsm{db: db}, log: opts.Logger}
+	f, err := newFSM(db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Store{db: db, fsm: f, log: opts.Logger}
 	if err := s.start(opts, dir); err != nil {
 		db.Close()
 		return nil, err
@@ -228,6 +233,24 @@ func (s *Store) Barrier(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// ReadIndex returns, on the leader, an index such that a replica that has
+// applied it reflects every write committed before the call: a barrier,
+// then the leader's applied index. A replica reading after
+// WaitApplied(ReadIndex) is linearizable.
+func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
+	if err := s.Barrier(ctx); err != nil {
+		return 0, err
+	}
+	s.fsm.mu.Lock()
+	defer s.fsm.mu.Unlock()
+	return s.fsm.applied, nil
+}
+
+// WaitApplied waits until this replica has applied index idx.
+func (s *Store) WaitApplied(ctx context.Context, idx uint64) error {
+	return s.fsm.waitApplied(ctx, idx)
 }
 
 // Close stops raft and closes the DB. It does not leave the cluster: a
