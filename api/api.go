@@ -147,3 +147,11 @@ type Manifest struct {
 	Size   int64      `json:"size"`
 	Chunks []ChunkRef `json:"chunks"`
 }
+
+// AccessKey is an S3 credential. SecretKey is only ever sent once, in the
+// answer to its creation.
+type AccessKey struct {
+	AccessKey string    `json:"access_key"`
+	SecretKey string    `json:"secret_key,omitempty"`
+	Created   time.Time `json:"created"`
+}

@@ -27,6 +27,9 @@ import (
 //	POST     /v1/chunks/have    {"chunks": [id...]} -> {"missing": [id...]}
 //	PUT      /v1/chunks/{id}    body = one chunk (≤ 8 MiB) -> 201 stored, 200 already held
 //	POST     /v1/manifests      {"id", "size", "chunks": [{"id", "len"}]} -> 201 new, 200 known
+//	POST     /v1/keys           -> 201 {"access_key", "secret_key", "created"} (S3 credentials)
+//	GET      /v1/keys           -> [{"access_key", "created"}]
+//	DELETE   /v1/keys/{id}      -> 204
 //	GET      /v1/cluster
 //	POST     /v1/nodes/{id}/drain, DELETE /v1/nodes/{id}  (see admin.go)
 //
@@ -36,6 +39,7 @@ import (
 //	POST /internal/apply        raft command, leader only (421 otherwise)
 //	GET  /internal/blobs/{id}   blob record from the leader's replica
 //	POST /internal/chunks       chunk records from the leader's replica
+//	POST /internal/readindex    the leader's read index (after a barrier)
 //	GET  /internal/info         this node's disk usage
 //	GET  /internal/repair       the leader's repair progress
 //	POST /internal/unreferenced which of these shards no chunk references (leader only)
@@ -50,6 +54,9 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("POST /v1/chunks/have", n.handleHave)
 	mux.HandleFunc("PUT /v1/chunks/{id}", n.handleChunkPut)
 	mux.HandleFunc("POST /v1/manifests", n.handleManifest)
+	mux.HandleFunc("POST /v1/keys", n.handleCreateKey)
+	mux.HandleFunc("GET /v1/keys", n.handleListKeys)
+	mux.HandleFunc("DELETE /v1/keys/{id}", n.handleDeleteKey)
 	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
 	mux.HandleFunc("POST /v1/nodes/{id}/drain", n.handleDrain)
 	mux.HandleFunc("DELETE /v1/nodes/{id}", n.handleRemove)
@@ -59,6 +66,7 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("POST /internal/apply", n.handleApply)
 	mux.HandleFunc("GET /internal/blobs/{id}", n.handleInternalBlob)
 	mux.HandleFunc("POST /internal/chunks", n.handleInternalChunks)
+	mux.HandleFunc("POST /internal/readindex", n.handleReadIndex)
 	mux.HandleFunc("GET /internal/info", n.handleInfo)
 	mux.HandleFunc("POST /internal/unreferenced", n.handleUnreferenced)
 	mux.HandleFunc("GET /internal/repair", func(w http.ResponseWriter, r *http.Request) {

@@ -78,6 +78,10 @@ type Config struct {
 	// asking another node (default 500 ms; 100 ms with Fast).
 	HedgeAfter time.Duration
 
+	// MasterKey (32 bytes, the same on every node) seals S3 secrets in the
+	// metadata; without it no access key can be created or used.
+	MasterKey []byte
+
 	Fast      bool         // short timeouts for single-machine clusters
 	Network   *Network     // optional link filter (testcluster)
 	Logger    *slog.Logger // default: discard
@@ -135,6 +139,9 @@ func (c *Config) setDefaults() error {
 		if c.Fast {
 			c.HedgeAfter = 100 * time.Millisecond
 		}
+	}
+	if len(c.MasterKey) != 0 && len(c.MasterKey) != 32 {
+		return fmt.Errorf("node: the master key has %d bytes, want 32", len(c.MasterKey))
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -26,6 +26,29 @@ import (
 // Memory is bounded by PutParallel stripes (about ChunkSize·(k+m)/k each),
 // whatever the blob's size. The blob's ID is the BLAKE3 hash of its bytes.
 func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
+	rec, err := n.StoreStream(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	cmd, err := raftstore.PutBlobCommand(*rec)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := n.apply(ctx, cmd); err != nil {
+		if errors.Is(err, blob.ErrMissingChunks) { // a reused chunk was reclaimed meanwhile
+			err = fmt.Errorf("%w: %v", blob.ErrUnavailable, err) // the client may retry
+		}
+		return nil, fmt.Errorf("committing blob %s: %w", rec.ID, err)
+	}
+	return rec, nil
+}
+
+// StoreStream stores the stream r as chunks and returns the blob record
+// that would commit them, without committing it: every shard is durable,
+// nothing references the chunks yet (they are orphans, reclaimed after
+// OrphanGrace, until a command commits them — PutBlob, or PutObject for
+// the S3 API). Chunks already stored are marked Reused and not written.
+func (n *Node) StoreStream(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
 	layout, err := n.meta.Layout()
 	if err != nil {
 		return nil, err
@@ -86,16 +109,6 @@ func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
 	rec := raftstore.Blob{ID: blob.ID(whole.Sum(nil)), Size: size, K: n.cfg.K, M: n.cfg.M, Created: time.Now().UTC(), LayoutVersion: layout.Version}
 	for _, c := range chunks {
 		rec.Chunks = append(rec.Chunks, *c)
-	}
-	cmd, err := raftstore.PutBlobCommand(rec)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := n.apply(ctx, cmd); err != nil {
-		if errors.Is(err, blob.ErrMissingChunks) { // a reused chunk was reclaimed meanwhile
-			err = fmt.Errorf("%w: %v", blob.ErrUnavailable, err) // the client may retry
-		}
-		return nil, fmt.Errorf("committing blob %s: %w", rec.ID, err)
 	}
 	return &rec, nil
 }

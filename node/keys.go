@@ -1,0 +1,137 @@
+package node
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/raftstore"
+)
+
+// S3 access keys live in the replicated metadata with their secrets
+// sealed (AES-256-GCM, the access key ID as associated data) under the
+// cluster's master key, which every node is given (Config.MasterKey) and
+// which is never stored by Atoll: a copy of the metadata alone reveals no
+// secret. SigV4 needs the secret itself to check a signature, so it
+// cannot be kept as a one-way hash.
+
+// ErrNoMasterKey means the node was started without a master key.
+var ErrNoMasterKey = errors.New("no S3 master key configured (--s3-master-key-file)")
+
+const keyAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+const secretAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+// randomString draws n characters uniformly from alphabet (rejection
+// sampling: no modulo bias).
+func randomString(n int, alphabet string) string {
+	limit := 256 - 256%len(alphabet)
+	out := make([]byte, 0, n)
+	b := make([]byte, 1)
+	for len(out) < n {
+		rand.Read(b) // never fails (crypto/rand, Go ≥ 1.24)
+		if int(b[0]) < limit {
+			out = append(out, alphabet[int(b[0])%len(alphabet)])
+		}
+	}
+	return string(out)
+}
+
+func (n *Node) aead() (cipher.AEAD, error) {
+	if len(n.cfg.MasterKey) == 0 {
+		return nil, ErrNoMasterKey
+	}
+	block, err := aes.NewCipher(n.cfg.MasterKey)
+	if err != nil {
+		return nil, fmt.Errorf("S3 master key: %w", err)
+	}
+	return cipher.NewGCM(block)
+}
+
+// CreateAccessKey makes a new S3 credential and returns it, secret
+// included (the only time the secret is shown).
+func (n *Node) CreateAccessKey(ctx context.Context) (api.AccessKey, error) {
+	aead, err := n.aead()
+	if err != nil {
+		return api.AccessKey{}, err
+	}
+	k := api.AccessKey{AccessKey: "AK" + randomString(18, keyAlphabet), SecretKey: randomString(40, secretAlphabet), Created: time.Now().UTC().Truncate(time.Second)}
+	nonce := make([]byte, aead.NonceSize())
+	rand.Read(nonce)
+	sealed := aead.Seal(nonce, nonce, []byte(k.SecretKey), []byte(k.AccessKey))
+	cmd, err := raftstore.PutAccessKeyCommand(raftstore.AccessKey{ID: k.AccessKey, Sealed: sealed, Created: k.Created})
+	if err != nil {
+		return api.AccessKey{}, err
+	}
+	return k, n.Apply(ctx, cmd)
+}
+
+// Secret returns the secret of an access key, or blob.ErrNotFound.
+func (n *Node) Secret(ctx context.Context, id string) (string, error) {
+	aead, err := n.aead()
+	if err != nil {
+		return "", err
+	}
+	k, err := n.meta.AccessKey(id)
+	if errors.Is(err, blob.ErrNotFound) { // perhaps created a moment ago elsewhere
+		if err = n.Sync(ctx); err == nil {
+			k, err = n.meta.AccessKey(id)
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	ns := aead.NonceSize()
+	if len(k.Sealed) < ns {
+		return "", fmt.Errorf("%w: sealed secret of %s", blob.ErrCorrupt, id)
+	}
+	secret, err := aead.Open(nil, k.Sealed[:ns], k.Sealed[ns:], []byte(id))
+	if err != nil {
+		return "", fmt.Errorf("access key %s: cannot unseal its secret (a different master key?): %w", id, err)
+	}
+	return string(secret), nil
+}
+
+func (n *Node) handleCreateKey(w http.ResponseWriter, r *http.Request) {
+	k, err := n.CreateAccessKey(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, k)
+}
+
+func (n *Node) handleListKeys(w http.ResponseWriter, r *http.Request) {
+	if err := n.Sync(r.Context()); err != nil {
+		writeError(w, err)
+		return
+	}
+	ks, err := n.meta.AccessKeys()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := []api.AccessKey{}
+	for _, k := range ks {
+		out = append(out, api.AccessKey{AccessKey: k.ID, Created: k.Created})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (n *Node) handleDeleteKey(w http.ResponseWriter, r *http.Request) {
+	cmd, err := raftstore.DeleteAccessKeyCommand(r.PathValue("id"))
+	if err == nil {
+		err = n.Apply(r.Context(), cmd)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

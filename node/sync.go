@@ -1,0 +1,41 @@
+package node
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/atollstore/atoll/raftstore"
+)
+
+// Apply commits an encoded raftstore command through the leader and waits
+// until this node's replica has applied it, so the caller reads its own
+// write here at once.
+func (n *Node) Apply(ctx context.Context, cmd []byte) error {
+	if _, err := n.apply(ctx, cmd); err != nil {
+		return err
+	}
+	return n.Sync(ctx)
+}
+
+// Sync makes this node's replica reflect every write committed before the
+// call (a raft read index obtained from the leader), so reads of Meta()
+// that follow are linearizable. It costs the leader a barrier.
+func (n *Node) Sync(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	idx, err := viaLeader(ctx, n, http.MethodPost, "/internal/readindex", nil, n.meta.ReadIndex)
+	if err != nil {
+		return err
+	}
+	return n.meta.WaitApplied(ctx, idx)
+}
+
+// Meta is this node's replica of the cluster metadata. Reads are local:
+// call Sync first where a read must see every committed write.
+func (n *Node) Meta() *raftstore.Store { return n.meta }
+
+func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {
+	idx, err := n.meta.ReadIndex(r.Context())
+	writeLeaderAnswer(w, idx, err)
+}
