@@ -145,7 +145,7 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 	off, length, status := int64(0), b.Size, http.StatusOK
 	if rg := r.Header.Get("Range"); rg != "" && (r.Header.Get("If-Range") == "" || r.Header.Get("If-Range") == etag) {
 		var ok bool
-		off, length, ok = parseRange(rg, b.Size)
+		off, length, ok = ParseRange(rg, b.Size)
 		if !ok {
 			h.Set("Content-Range", fmt.Sprintf("bytes */%d", b.Size))
 			writeJSON(w, http.StatusRequestedRangeNotSatisfiable, blob.Error{Code: "invalid_range", Message: fmt.Sprintf("range %q not satisfiable for %d bytes", rg, b.Size)})
@@ -161,9 +161,9 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(status)
 		return
 	}
-	lw := &lazyWriter{w: w, status: status}
+	lw := NewLazyWriter(w, status)
 	if err := n.WriteRange(r.Context(), b, off, length, lw); err != nil {
-		if !lw.started {
+		if !lw.Started() {
 			// Nothing sent yet: a proper error, which clients fail over from.
 			h.Del("Content-Length")
 			h.Del("Content-Range")
@@ -177,15 +177,23 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// lazyWriter sends the status line with the first byte of the body, so an
+// LazyWriter sends the status line with the first byte of the body, so an
 // error before then can still be answered properly.
-type lazyWriter struct {
+type LazyWriter struct {
 	w       http.ResponseWriter
 	status  int
 	started bool
 }
 
-func (l *lazyWriter) Write(p []byte) (int, error) {
+// NewLazyWriter returns a writer that answers status with its first byte.
+func NewLazyWriter(w http.ResponseWriter, status int) *LazyWriter {
+	return &LazyWriter{w: w, status: status}
+}
+
+// Started reports whether the status line has been sent.
+func (l *LazyWriter) Started() bool { return l.started }
+
+func (l *LazyWriter) Write(p []byte) (int, error) {
 	if !l.started {
 		l.started = true
 		l.w.WriteHeader(l.status)
@@ -193,9 +201,9 @@ func (l *lazyWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// parseRange parses a single-range "bytes=" header (RFC 9110 §14.1.2).
+// ParseRange parses a single-range "bytes=" header (RFC 9110 §14.1.2).
 // Multiple ranges are served as the whole blob (ok, full length).
-func parseRange(s string, size int64) (off, length int64, ok bool) {
+func ParseRange(s string, size int64) (off, length int64, ok bool) {
 	spec, found := strings.CutPrefix(s, "bytes=")
 	if !found || strings.Contains(spec, ",") {
 		return 0, size, true

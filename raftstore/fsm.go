@@ -26,6 +26,7 @@ import (
 //	f c <id>     chunk record (JSON); deleted when no blob or object references
 //	             it, after which the nodes' scrubbers reclaim its shards
 //	f B, f o, f K  buckets, objects and access keys (objects.go)
+//	f U, f P       multipart uploads and their parts (multipart.go)
 var (
 	keyApplied   = []byte{prefixFSM, 'a'}
 	keyRestoring = []byte{prefixFSM, 'r'}
@@ -175,6 +176,14 @@ func apply(txn *badger.Txn, c command) applyResult {
 		return applyResult{Err: applyPutAccessKey(txn, *c.PutAccessKey)}
 	case c.DeleteAccessKey != nil:
 		return applyResult{Err: applyDeleteAccessKey(txn, *c.DeleteAccessKey)}
+	case c.CreateUpload != nil:
+		return applyResult{Err: applyCreateUpload(txn, *c.CreateUpload)}
+	case c.PutPart != nil:
+		return applyResult{Err: applyPutPart(txn, *c.PutPart)}
+	case c.CompleteUpload != nil:
+		return applyResult{Err: applyCompleteUpload(txn, *c.CompleteUpload)}
+	case c.AbortUpload != nil:
+		return applyResult{Err: applyAbortUpload(txn, *c.AbortUpload)}
 	}
 	return applyResult{Err: errors.New("raftstore: empty command")}
 }

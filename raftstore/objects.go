@@ -119,10 +119,14 @@ func applyDeleteBucket(txn *badger.Txn, name string) error {
 	if err := getJSON(txn, bucketKey(name), &Bucket{}); err != nil {
 		return bucketErr(name, err)
 	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: objectPrefix(name)})
-	defer it.Close()
-	if it.Rewind(); it.Valid() {
-		return fmt.Errorf("%s: %w", name, ErrBucketNotEmpty)
+	for _, p := range [][]byte{objectPrefix(name), uploadsPrefix(name)} { // uploads in progress count, as in S3
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+		it.Rewind()
+		found := it.Valid()
+		it.Close()
+		if found {
+			return fmt.Errorf("%s: %w", name, ErrBucketNotEmpty)
+		}
 	}
 	return txn.Delete(bucketKey(name))
 }

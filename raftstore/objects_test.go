@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/atollstore/atoll/blob"
 )
@@ -136,5 +137,105 @@ func TestBucketsAndObjects(t *testing.T) {
 	must(DeleteAccessKeyCommand("AK1"))
 	if ks, _ := n.s.AccessKeys(); len(ks) != 0 {
 		t.Fatalf("keys after delete: %v", ks)
+	}
+}
+
+// TestMultipartUploads: parts hold their chunks until the upload is
+// completed (the object takes them over) or aborted (nothing is left).
+func TestMultipartUploads(t *testing.T) {
+	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
+	startNode(t, n)
+	defer func() { n.s.Close() }()
+	n.s.Bootstrap(n.id)
+	nodes := []*testNode{n}
+	must := func(cmd []byte, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustApply(t, nodes, cmd)
+	}
+	part := func(num int, chunks ...blob.ID) Part {
+		p := Part{Number: num, K: 2, M: 1, ETag: fmt.Sprintf(`"p%d"`, num)}
+		for _, c := range chunks {
+			p.Chunks = append(p.Chunks, Chunk{ID: c, Len: 10, Shards: []blob.NodeID{"a", "b", "c"}})
+			p.Size += 10
+		}
+		return p
+	}
+	c1, c2, c2old, c3 := blob.Sum([]byte("1")), blob.Sum([]byte("2")), blob.Sum([]byte("2old")), blob.Sum([]byte("3"))
+	must(CreateBucketCommand(Bucket{Name: "b"}))
+	up := UploadRef{Bucket: "b", Key: "big", ID: "u1"}
+	must(CreateUploadCommand(Upload{ID: up.ID, Bucket: up.Bucket, Key: up.Key}))
+	must(PutPartCommand(up, part(1, c1)))
+	must(PutPartCommand(up, part(2, c2old)))
+	must(PutPartCommand(up, part(2, c2))) // replaced
+	must(PutPartCommand(up, part(3, c3))) // uploaded, then left out of the object
+	if hasChunk(n.s, c2old) {
+		t.Fatal("a replaced part kept its chunk")
+	}
+	if err := tryApply(nodes)(DeleteBucketCommand("b")); !errors.Is(err, ErrBucketNotEmpty) {
+		t.Fatalf("deleting a bucket with an upload in progress: %v", err)
+	}
+	parts, err := n.s.Parts(up)
+	if err != nil || len(parts) != 3 || parts[1].Chunks[0].ID != c2 || len(parts[1].Chunks[0].Shards) != 3 {
+		t.Fatalf("parts: %+v %v", parts, err)
+	}
+	if us, _ := n.s.Uploads("b", "bi"); len(us) != 1 || us[0].ID != "u1" {
+		t.Fatalf("uploads: %+v", us)
+	}
+	obj := Object{Bucket: "b", Key: "big", K: 2, M: 1, Size: 20, ETag: `"x-2"`}
+	for _, p := range parts[:2] {
+		for _, c := range p.Chunks {
+			c.Reused = true
+			obj.Chunks = append(obj.Chunks, c)
+		}
+	}
+	must(CompleteUploadCommand(CompleteUpload{UploadRef: up, Object: obj}))
+	if !hasChunk(n.s, c1) || !hasChunk(n.s, c2) || hasChunk(n.s, c3) {
+		t.Fatalf("after completion: c1=%v c2=%v c3=%v, want true true false", hasChunk(n.s, c1), hasChunk(n.s, c2), hasChunk(n.s, c3))
+	}
+	if _, err := n.s.Upload(up); !errors.Is(err, ErrNoSuchUpload) {
+		t.Fatalf("completed upload still there: %v", err)
+	}
+	if err := tryApply(nodes)(AbortUploadCommand(up)); !errors.Is(err, ErrNoSuchUpload) {
+		t.Fatalf("aborting a completed upload: %v", err)
+	}
+	o, err := n.s.Object("b", "big")
+	if err != nil || len(o.Chunks) != 2 {
+		t.Fatalf("object: %+v %v", o, err)
+	}
+	// An aborted upload leaves nothing.
+	up2 := UploadRef{Bucket: "b", Key: "other", ID: "u2"}
+	must(CreateUploadCommand(Upload{ID: up2.ID, Bucket: up2.Bucket, Key: up2.Key}))
+	must(PutPartCommand(up2, part(1, c3)))
+	must(PutPartCommand(up2, part(2, c1))) // shared with the object
+	must(AbortUploadCommand(up2))
+	if hasChunk(n.s, c3) || !hasChunk(n.s, c1) {
+		t.Fatalf("after abort: c3=%v (want false), c1=%v (want true)", hasChunk(n.s, c3), hasChunk(n.s, c1))
+	}
+	must(DeleteObjectCommand(ObjectRef{Bucket: "b", Key: "big"}))
+	if hasChunk(n.s, c1) || hasChunk(n.s, c2) {
+		t.Fatal("chunks left after deleting the only object")
+	}
+	must(DeleteBucketCommand("b"))
+}
+
+// tryApply returns a function that applies an encoded command on the
+// leader and returns the command's error.
+func tryApply(nodes []*testNode) func([]byte, error) error {
+	return func(cmd []byte, err error) error {
+		for err == nil {
+			l := leaderOf(nodes)
+			if l == nil {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			if _, err = l.s.ApplyJSON(context.Background(), cmd); !errors.Is(err, ErrNotLeader) {
+				return err
+			}
+			err = nil
+		}
+		return err
 	}
 }

@@ -162,4 +162,9 @@ type command struct {
 	DeleteObject    *ObjectRef `json:"delete_object,omitempty"`
 	PutAccessKey    *AccessKey `json:"put_access_key,omitempty"`
 	DeleteAccessKey *string    `json:"delete_access_key,omitempty"`
+
+	CreateUpload   *Upload         `json:"create_upload,omitempty"`
+	PutPart        *putPart        `json:"put_part,omitempty"`
+	CompleteUpload *CompleteUpload `json:"complete_upload,omitempty"`
+	AbortUpload    *UploadRef      `json:"abort_upload,omitempty"`
 }

@@ -1,0 +1,240 @@
+package raftstore
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Multipart uploads of the S3 API. Each uploaded part holds references on
+// its chunks, so they survive until the upload is completed (the object
+// takes references on the chunks of the parts it uses, then every part
+// releases its own) or aborted (every part releases its own, leaving
+// nothing behind).
+//
+// FSM keys (under prefixFSM):
+//
+//	f U <bucket> 0x00 <key> 0x00 <upload id>   upload record, listed in key order
+//	f P <upload id> <part number, 2 bytes BE>  part record
+
+// Upload is a multipart upload in progress.
+type Upload struct {
+	ID          string            `json:"id"`
+	Bucket      string            `json:"bucket"`
+	Key         string            `json:"key"`
+	Created     time.Time         `json:"created"`
+	ContentType string            `json:"content_type,omitempty"`
+	Meta        map[string]string `json:"meta,omitempty"`
+}
+
+// Part is one uploaded part.
+type Part struct {
+	Upload   string    `json:"upload"`
+	Number   int       `json:"number"` // 1 to 10,000
+	Size     int64     `json:"size"`
+	ETag     string    `json:"etag"` // quoted MD5 of the part
+	K        int       `json:"k"`
+	M        int       `json:"m"`
+	Chunks   []Chunk   `json:"chunks"`
+	Modified time.Time `json:"modified"`
+}
+
+// UploadRef names an upload.
+type UploadRef struct {
+	Bucket string `json:"bucket"`
+	Key    string `json:"key"`
+	ID     string `json:"id"`
+}
+
+// CompleteUpload turns an upload into Object, whose chunks are those of
+// the parts it uses (marked Reused: they must still be held).
+type CompleteUpload struct {
+	UploadRef
+	Object Object `json:"object"`
+}
+
+// ErrNoSuchUpload is returned for an unknown (or finished) upload.
+var ErrNoSuchUpload = fmt.Errorf("no such upload: %w", blob.ErrNotFound)
+
+func uploadKey(r UploadRef) []byte {
+	k := append(objectKey(r.Bucket, r.Key), 0)
+	k[1] = 'U'
+	return append(k, r.ID...)
+}
+
+func uploadsPrefix(bucket string) []byte {
+	k := objectPrefix(bucket)
+	k[1] = 'U'
+	return k
+}
+
+func partsPrefix(upload string) []byte { return append([]byte{prefixFSM, 'P'}, upload...) }
+
+func partKey(upload string, n int) []byte {
+	return binary.BigEndian.AppendUint16(partsPrefix(upload), uint16(n))
+}
+
+// CreateUploadCommand encodes the start of an upload.
+func CreateUploadCommand(u Upload) ([]byte, error) { return json.Marshal(command{CreateUpload: &u}) }
+
+// PutPartCommand encodes the commit of a part (replacing one of the same
+// number) of upload r.
+func PutPartCommand(r UploadRef, p Part) ([]byte, error) {
+	return json.Marshal(command{PutPart: &putPart{UploadRef: r, Part: p}})
+}
+
+// CompleteUploadCommand encodes the completion of an upload.
+func CompleteUploadCommand(c CompleteUpload) ([]byte, error) {
+	return json.Marshal(command{CompleteUpload: &c})
+}
+
+// AbortUploadCommand encodes the abandonment of an upload.
+func AbortUploadCommand(r UploadRef) ([]byte, error) { return json.Marshal(command{AbortUpload: &r}) }
+
+type putPart struct {
+	UploadRef
+	Part Part `json:"part"`
+}
+
+func applyCreateUpload(txn *badger.Txn, u Upload) error {
+	if err := getJSON(txn, bucketKey(u.Bucket), &Bucket{}); err != nil {
+		return bucketErr(u.Bucket, err)
+	}
+	return setJSON(txn, uploadKey(UploadRef{Bucket: u.Bucket, Key: u.Key, ID: u.ID}), u)
+}
+
+func getUpload(txn *badger.Txn, r UploadRef) error {
+	if err := getJSON(txn, uploadKey(r), &Upload{}); err != nil {
+		if errors.Is(err, blob.ErrNotFound) {
+			return fmt.Errorf("%s: %w", r.ID, ErrNoSuchUpload)
+		}
+		return err
+	}
+	return nil
+}
+
+func applyPutPart(txn *badger.Txn, pp putPart) error {
+	if err := getUpload(txn, pp.UploadRef); err != nil {
+		return err
+	}
+	p := pp.Part
+	p.Upload = pp.ID
+	if err := addRefs(txn, p.Chunks, p.K, p.M); err != nil {
+		return err
+	}
+	var old Part
+	switch err := getJSON(txn, partKey(pp.ID, p.Number), &old); {
+	case err == nil:
+		if err := dropRefs(txn, old.Chunks); err != nil {
+			return err
+		}
+	case !errors.Is(err, blob.ErrNotFound):
+		return err
+	}
+	p.Chunks = withoutShards(p.Chunks)
+	return setJSON(txn, partKey(pp.ID, p.Number), p)
+}
+
+func applyCompleteUpload(txn *badger.Txn, c CompleteUpload) error {
+	if err := getUpload(txn, c.UploadRef); err != nil {
+		return err
+	}
+	if err := applyPutObject(txn, c.Object); err != nil { // references first
+		return err
+	}
+	return dropUpload(txn, c.UploadRef)
+}
+
+func applyAbortUpload(txn *badger.Txn, r UploadRef) error {
+	if err := getUpload(txn, r); err != nil {
+		return err
+	}
+	return dropUpload(txn, r)
+}
+
+// dropUpload releases every part's references and deletes the upload.
+func dropUpload(txn *badger.Txn, r UploadRef) error {
+	var parts []Part
+	if err := scanTxn(txn, partsPrefix(r.ID), func(_, v []byte) error {
+		var p Part
+		err := json.Unmarshal(v, &p)
+		parts = append(parts, p)
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if err := dropRefs(txn, p.Chunks); err != nil {
+			return err
+		}
+		if err := txn.Delete(partKey(r.ID, p.Number)); err != nil {
+			return err
+		}
+	}
+	return txn.Delete(uploadKey(r))
+}
+
+// scanTxn calls fn for every row under prefix, in key order.
+func scanTxn(txn *badger.Txn, prefix []byte, fn func(k, v []byte) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		if err := it.Item().Value(func(v []byte) error { return fn(it.Item().Key(), v) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Upload returns an upload in progress, or ErrNoSuchUpload.
+func (s *Store) Upload(r UploadRef) (Upload, error) {
+	var u Upload
+	err := s.db.View(func(txn *badger.Txn) error {
+		if err := getUpload(txn, r); err != nil {
+			return err
+		}
+		return getJSON(txn, uploadKey(r), &u)
+	})
+	return u, err
+}
+
+// Uploads returns the uploads in progress in bucket whose keys start with
+// prefix, in key order.
+func (s *Store) Uploads(bucket, prefix string) ([]Upload, error) {
+	if _, err := s.Bucket(bucket); err != nil {
+		return nil, err
+	}
+	var out []Upload
+	err := s.scan(append(uploadsPrefix(bucket), prefix...), nil, func(_, v []byte) (bool, error) {
+		var u Upload
+		err := json.Unmarshal(v, &u)
+		out = append(out, u)
+		return true, err
+	})
+	return out, err
+}
+
+// Parts returns the parts of an upload in number order, with their
+// chunks' locations.
+func (s *Store) Parts(r UploadRef) ([]Part, error) {
+	var out []Part
+	err := s.db.View(func(txn *badger.Txn) error {
+		if err := getUpload(txn, r); err != nil {
+			return err
+		}
+		return scanTxn(txn, partsPrefix(r.ID), func(_, v []byte) error {
+			var p Part
+			if err := json.Unmarshal(v, &p); err != nil {
+				return err
+			}
+			out = append(out, p)
+			return fillShards(txn, p.Chunks)
+		})
+	})
+	return out, err
+}
