@@ -9,20 +9,26 @@ package testcluster
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/node"
+	"github.com/atollstore/atoll/s3"
 )
 
 // Options configure a cluster.
@@ -56,16 +62,20 @@ type Member struct {
 	Dir    string
 	Node   *node.Node
 	Net    *node.Network
+	// S3 is the node's S3 endpoint (http://IP:port) while it runs.
+	S3 string
 
-	api, gossip, raft int // ports, reused on restart
+	api, gossip, raft, s3port int // ports, reused on restart
+	s3srv                     *http.Server
 }
 
 // Cluster is a running test cluster.
 type Cluster struct {
-	opts    Options
-	ownDir  bool
-	mu      sync.Mutex
-	members []*Member
+	opts      Options
+	ownDir    bool
+	masterKey []byte // seals S3 secrets, the same on every node
+	mu        sync.Mutex
+	members   []*Member
 }
 
 // Start starts the cluster and waits until it has formed: every node is in
@@ -85,7 +95,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			*d = time.Hour
 		}
 	}
-	c := &Cluster{opts: opts}
+	c := &Cluster{opts: opts, masterKey: make([]byte, 32)}
+	crand.Read(c.masterKey)
 	if c.opts.Dir == "" {
 		d, err := os.MkdirTemp("", "atoll-testcluster-")
 		if err != nil {
@@ -137,14 +148,45 @@ func (c *Cluster) start(m *Member) error {
 		Join: seeds, BootstrapExpect: len(c.members),
 		K: c.opts.K, M: c.opts.M, ChunkSize: c.opts.ChunkSize, MaxBlobSize: c.opts.MaxBlobSize, ShardTimeout: c.opts.ShardTimeout,
 		DeadAfter: c.opts.DeadAfter, ScrubInterval: c.opts.ScrubInterval, OrphanGrace: c.opts.OrphanGrace, RepairBandwidth: c.opts.RepairBandwidth,
-		Fast: true, Network: m.Net, Logger: c.opts.Logger, LogOutput: c.opts.LogOutput,
+		Fast: true, Network: m.Net, Logger: c.opts.Logger, LogOutput: c.opts.LogOutput, MasterKey: c.masterKey,
 	})
 	if err != nil {
 		return fmt.Errorf("testcluster: start %s: %w", m.ID, err)
 	}
 	m.Node = n
 	m.api, m.gossip, m.raft = n.Ports()
+	ln, err := net.Listen("tcp", net.JoinHostPort(m.IP, strconv.Itoa(m.s3port)))
+	if err != nil {
+		n.Close()
+		m.Node = nil
+		return fmt.Errorf("testcluster: S3 listen for %s: %w", m.ID, err)
+	}
+	m.s3port = ln.Addr().(*net.TCPAddr).Port
+	m.S3 = "http://" + ln.Addr().String()
+	m.s3srv = &http.Server{Handler: s3.New(n, c.opts.Logger), ReadHeaderTimeout: 10 * time.Second}
+	go m.s3srv.Serve(m.Net.Listener(ln))
 	return nil
+}
+
+// S3URLs returns the S3 endpoints of the running nodes.
+func (c *Cluster) S3URLs() []string {
+	var out []string
+	for _, m := range c.Members() {
+		if m.Node != nil {
+			out = append(out, m.S3)
+		}
+	}
+	return out
+}
+
+// CreateAccessKey makes an S3 credential through any running node.
+func (c *Cluster) CreateAccessKey(ctx context.Context) (api.AccessKey, error) {
+	for _, m := range c.Members() {
+		if m.Node != nil {
+			return m.Node.CreateAccessKey(ctx)
+		}
+	}
+	return api.AccessKey{}, errors.New("testcluster: no node running")
 }
 
 // WaitFormed waits until a leader has every node in the layout and the
@@ -276,8 +318,9 @@ func (c *Cluster) KillNode(id blob.NodeID) error {
 	if m.Node == nil {
 		return nil
 	}
+	m.s3srv.Close()
 	err := m.Node.Close()
-	m.Node = nil
+	m.Node, m.S3 = nil, ""
 	return err
 }
 

@@ -22,8 +22,9 @@ var allowed = map[string][]string{
 	"raftstore":         {"blob", "placement"},
 	"client":            {"blob", "api"},
 	"node":              {"blob", "erasure", "placement", "raftstore", "api"},
-	"testcluster":       {"blob", "node"},
-	"cmd/atoll":         {"blob", "api", "client", "node", "testcluster"},
+	"s3":                {"blob", "node", "raftstore"},
+	"testcluster":       {"blob", "api", "node", "s3"},
+	"cmd/atoll":         {"blob", "api", "client", "node", "s3", "testcluster"},
 	"internal/archtest": {},
 }
 
@@ -34,6 +35,7 @@ var owners = map[string][]string{
 	"github.com/hashicorp/memberlist":       {"node"},
 	"github.com/klauspost/reedsolomon":      {"erasure"},
 	"github.com/PlakarKorp/go-cdc-chunkers": {"client"},
+	"github.com/aws/aws-sdk-go-v2":          {"s3"},
 }
 
 type pkg struct {
