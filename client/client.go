@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 
@@ -234,4 +235,24 @@ func (c *Client) noContent(ctx context.Context, method, path string) error {
 	}
 	resp.Body.Close()
 	return nil
+}
+
+// CreateAccessKey makes a new S3 credential. Its secret is only ever
+// returned here.
+func (c *Client) CreateAccessKey(ctx context.Context) (api.AccessKey, error) {
+	var k api.AccessKey
+	err := c.postJSON(ctx, "/v1/keys", struct{}{}, &k)
+	return k, err
+}
+
+// AccessKeys lists the S3 credentials (without secrets).
+func (c *Client) AccessKeys(ctx context.Context) ([]api.AccessKey, error) {
+	var ks []api.AccessKey
+	err := c.getJSON(ctx, "/v1/keys", &ks)
+	return ks, err
+}
+
+// DeleteAccessKey revokes an S3 credential.
+func (c *Client) DeleteAccessKey(ctx context.Context, id string) error {
+	return c.noContent(ctx, http.MethodDelete, "/v1/keys/"+url.PathEscape(id))
 }

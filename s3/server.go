@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/atollstore/atoll/node"
 )
@@ -53,6 +54,8 @@ type request struct {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	defer func() { s.log.Debug("s3", "method", r.Method, "path", r.URL.Path, "took", time.Since(start)) }()
 	id := make([]byte, 8)
 	rand.Read(id)
 	w.Header().Set("x-amz-request-id", strings.ToUpper(hex.EncodeToString(id)))
@@ -61,6 +64,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, r, err)
 		return
+	}
+	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		// Answer "100 Continue" as S3 does, even for an empty body or a
+		// request refused before its body is read: botocore (the AWS CLI)
+		// otherwise misreads the final status as the interim one and
+		// waits out its 60 s read timeout.
+		w.WriteHeader(http.StatusContinue)
 	}
 	req := &request{Request: r, access: access, body: body}
 	path := strings.TrimPrefix(r.URL.Path, "/")

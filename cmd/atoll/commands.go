@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
@@ -271,4 +272,54 @@ func cmdNode(args []string) error {
 		return nil
 	}
 	return cl.RemoveNode(context.Background(), id)
+}
+
+func cmdKey(args []string) error {
+	if len(args) == 0 || (args[0] != "create" && args[0] != "list" && args[0] != "delete") {
+		return usagef("want: atoll key create|list|delete [--server URL] ...")
+	}
+	fs := flag.NewFlagSet("key "+args[0], flag.ContinueOnError)
+	server := serverFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	ctx, cl := context.Background(), newClient(*server)
+	switch args[0] {
+	case "create":
+		if len(pos) != 0 {
+			return usagef("key create takes no arguments")
+		}
+		k, err := cl.CreateAccessKey(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(os.Stdout).Encode(map[string]string{"access_key": k.AccessKey, "secret_key": k.SecretKey})
+		}
+		fmt.Printf("access key: %s\nsecret key: %s\n", k.AccessKey, k.SecretKey)
+		fmt.Fprintln(os.Stderr, "(the secret is shown only now)")
+		return nil
+	case "list":
+		if len(pos) != 0 {
+			return usagef("key list takes no arguments")
+		}
+		ks, err := cl.AccessKeys(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(os.Stdout).Encode(ks)
+		}
+		for _, k := range ks {
+			fmt.Printf("%s  created %s\n", k.AccessKey, k.Created.Format(time.RFC3339))
+		}
+		return nil
+	default:
+		if len(pos) != 1 {
+			return usagef("want exactly one access key")
+		}
+		return cl.DeleteAccessKey(ctx, pos[0])
+	}
 }

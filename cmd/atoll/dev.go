@@ -32,11 +32,11 @@ func cmdDev(args []string) error {
 	defer c.Close()
 	urls := c.URLs()
 	fmt.Println(urls[0])
-	fmt.Fprintf(os.Stderr, "cluster ready; every node serves the API:\n")
+	fmt.Fprintf(os.Stderr, "cluster ready; every node serves the API and S3:\n")
 	for _, m := range c.Members() {
-		fmt.Fprintf(os.Stderr, "  %-12s %-9s %s\n", m.ID, m.Region, m.Node.URL())
+		fmt.Fprintf(os.Stderr, "  %-12s %-9s %s  S3 %s\n", m.ID, m.Region, m.Node.URL(), m.S3)
 	}
-	fmt.Fprintf(os.Stderr, "try: ATOLL_SERVER=%s atoll cluster\n(interrupt to stop; data is temporary)\n", urls[0])
+	fmt.Fprintf(os.Stderr, "try: ATOLL_SERVER=%s atoll cluster\n     ATOLL_SERVER=%s atoll key create   (then any S3 tool on %s)\n(interrupt to stop; data is temporary)\n", urls[0], urls[0], c.S3URLs()[0])
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig

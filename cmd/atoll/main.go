@@ -6,6 +6,7 @@
 //	atoll stat [--server URL] [--json] ID
 //	atoll rm   [--server URL] ID
 //	atoll cluster [--server URL] [--json]
+//	atoll key create|list|delete [--server URL] [--json]
 //	atoll dev
 //	atoll demo
 package main
@@ -34,6 +35,9 @@ usage:
   atoll cluster [--server URL] [--json]   regions, nodes, raft leader and voters, guarantees, repair
   atoll node drain  [--server URL] ID     move every shard off a node (it keeps serving meanwhile)
   atoll node remove [--server URL] ID     remove a drained node from the cluster
+  atoll key create [--server URL] [--json]  make an S3 access key (the secret is shown once)
+  atoll key list   [--server URL] [--json]  list S3 access keys
+  atoll key delete [--server URL] KEY       revoke an S3 access key
   atoll dev                               run a 3-region x 3-node cluster in this process
   atoll demo                              show a region being lost without losing data
 
@@ -48,7 +52,7 @@ func main() {
 	}
 	cmds := map[string]func([]string) error{
 		"server": cmdServer, "put": cmdPut, "get": cmdGet, "stat": cmdStat, "rm": cmdRm,
-		"cluster": cmdCluster, "node": cmdNode, "dev": cmdDev, "demo": cmdDemo,
+		"cluster": cmdCluster, "node": cmdNode, "key": cmdKey, "dev": cmdDev, "demo": cmdDemo,
 	}
 	name, args := os.Args[1], os.Args[2:]
 	if name == "-h" || name == "--help" || name == "help" {

@@ -28,6 +28,7 @@ type realCluster struct {
 	bin    string
 	procs  []*exec.Cmd
 	apis   []string // each node's API URL
+	s3s    []string // each node's S3 endpoint
 	server string   // the first node's API, the CLI's default
 }
 
@@ -50,12 +51,17 @@ func startReal(t *testing.T, regions, perRegion int) *realCluster {
 	}
 	for _, ip := range ips {
 		c.apis = append(c.apis, "http://"+ip+":8700")
+		c.s3s = append(c.s3s, "http://"+ip+":8900")
 	}
 	c.server = c.apis[0]
+	keyFile := filepath.Join(c.dir, "master.key")
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("a1", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for i, ip := range ips {
 		cmd := exec.Command(c.bin, "server", "--data", filepath.Join(c.dir, fmt.Sprint("n", i)), "--region", fmt.Sprint("region", i/perRegion+1),
 			"--bind", ip, "--join", strings.Join(slices.DeleteFunc(slices.Clone(ips), func(o string) bool { return o == ip }), ","),
-			"--bootstrap-expect", fmt.Sprint(len(ips)), "--log-level", "warn")
+			"--bootstrap-expect", fmt.Sprint(len(ips)), "--log-level", "warn", "--s3-master-key-file", keyFile)
 		logf, _ := os.Create(filepath.Join(c.dir, fmt.Sprintf("n%d.log", i)))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {

@@ -2,23 +2,29 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/node"
+	"github.com/atollstore/atoll/s3"
 )
 
 func cmdServer(args []string) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	var cfg node.Config
-	var region, zone, id, join, level string
+	var region, zone, id, join, level, masterKeyFile string
+	var s3Port int
 	fs.StringVar(&cfg.Dir, "data", "", "data directory (required)")
 	fs.StringVar(&region, "region", "", "region (jurisdiction) of this node (required)")
 	fs.StringVar(&cfg.Bind, "bind", "", "IP address to listen on (required)")
@@ -40,6 +46,8 @@ func cmdServer(args []string) error {
 	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", 6*time.Hour, "pause between passes that re-verify this node's shards")
 	fs.IntVar(&cfg.ScrubBandwidth, "scrub-bandwidth", 32<<20, "bytes per second the scrubber may read")
 	fs.DurationVar(&cfg.OrphanGrace, "orphan-grace", time.Hour, "keep unreferenced shards this long before reclaiming them (longer than any upload)")
+	fs.IntVar(&s3Port, "s3-port", s3.DefaultPort, "S3-compatible API port (0: no S3 endpoint)")
+	fs.StringVar(&masterKeyFile, "s3-master-key-file", "", "file holding the 32-byte master key (64 hex digits) that seals S3 secrets; the same on every node")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -59,6 +67,11 @@ func cmdServer(args []string) error {
 	if join != "" {
 		cfg.Join = strings.Split(join, ",")
 	}
+	if masterKeyFile != "" {
+		if cfg.MasterKey, err = readMasterKey(masterKeyFile); err != nil {
+			return err
+		}
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	cfg.LogOutput = os.Stderr
 	n, err := node.Start(cfg)
@@ -66,11 +79,41 @@ func cmdServer(args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "atoll server %s listening on %s\n", n.ID(), n.URL())
+	var s3srv *http.Server
+	if s3Port != 0 {
+		if cfg.MasterKey == nil {
+			cfg.Logger.Warn("no --s3-master-key-file: S3 access keys cannot be created or used; only public buckets can be read")
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Bind, strconv.Itoa(s3Port)))
+		if err != nil {
+			n.Close()
+			return fmt.Errorf("S3 listen: %w", err)
+		}
+		s3srv = &http.Server{Handler: s3.New(n, cfg.Logger), ReadHeaderTimeout: 10 * time.Second}
+		go s3srv.Serve(ln)
+		fmt.Fprintf(os.Stderr, "S3 endpoint on http://%s\n", ln.Addr())
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	fmt.Fprintln(os.Stderr, "shutting down")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if s3srv != nil {
+		s3srv.Shutdown(ctx)
+	}
 	return n.Shutdown(ctx)
+}
+
+// readMasterKey reads 32 bytes written as 64 hex digits.
+func readMasterKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("%s: want 64 hex digits (make one with: openssl rand -hex 32)", path)
+	}
+	return key, nil
 }
