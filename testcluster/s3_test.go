@@ -320,6 +320,23 @@ func TestS3WithAWSSDK(t *testing.T) {
 		t.Fatal("a refused put stored an object")
 	}
 
+	// A public bucket serves anonymous reads, and only reads.
+	if _, err := cl.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("public"), ACL: types.BucketCannedACLPublicRead}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("public"), Key: aws.String("hello.txt"), Body: strings.NewReader("hello, world")}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := send(t, http.MethodGet, c.S3URLs()[2]+"/public/hello.txt", nil); code != 200 || body != "hello, world" {
+		t.Fatalf("anonymous get from a public bucket: %d %q", code, body)
+	}
+	if code, _ := send(t, http.MethodPut, c.S3URLs()[2]+"/public/evil", []byte("x")); code != 403 {
+		t.Fatalf("anonymous put into a public bucket: %d", code)
+	}
+	if code, _ := send(t, http.MethodGet, c.S3URLs()[2]+"/", nil); code != 403 {
+		t.Fatalf("anonymous list of buckets: %d", code)
+	}
+
 	// Empty the bucket and delete it.
 	for _, k := range []string{"dir/cat.jpg", "copy.jpg", "big.bin", "uploaded.txt"} {
 		if _, err := cl.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: bucket, Key: aws.String(k)}); err != nil {

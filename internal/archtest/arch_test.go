@@ -25,6 +25,7 @@ var allowed = map[string][]string{
 	"s3":                {"blob", "node", "raftstore"},
 	"testcluster":       {"blob", "api", "node", "s3"},
 	"cmd/atoll":         {"blob", "api", "client", "node", "s3", "testcluster"},
+	"cmd/s3bench":       {},
 	"internal/archtest": {},
 }
 
@@ -35,7 +36,7 @@ var owners = map[string][]string{
 	"github.com/hashicorp/memberlist":       {"node"},
 	"github.com/klauspost/reedsolomon":      {"erasure"},
 	"github.com/PlakarKorp/go-cdc-chunkers": {"client"},
-	"github.com/aws/aws-sdk-go-v2":          {"s3"},
+	"github.com/aws/aws-sdk-go-v2":          {"s3", "cmd/s3bench"},
 }
 
 type pkg struct {
