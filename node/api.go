@@ -37,8 +37,6 @@ import (
 //
 //	PUT|GET|HEAD /internal/shards/{chunk}/{index}  raw shard file
 //	POST /internal/apply        raft command, leader only (421 otherwise)
-//	GET  /internal/blobs/{id}   blob record from the leader's replica
-//	POST /internal/chunks       chunk records from the leader's replica
 //	POST /internal/readindex    the leader's read index (after a barrier)
 //	GET  /internal/info         this node's disk usage
 //	GET  /internal/repair       the leader's repair progress
@@ -64,8 +62,6 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("GET /internal/shards/{chunk}/{index}", n.handleShardGet)
 	mux.HandleFunc("HEAD /internal/shards/{chunk}/{index}", n.handleShardGet)
 	mux.HandleFunc("POST /internal/apply", n.handleApply)
-	mux.HandleFunc("GET /internal/blobs/{id}", n.handleInternalBlob)
-	mux.HandleFunc("POST /internal/chunks", n.handleInternalChunks)
 	mux.HandleFunc("POST /internal/readindex", n.handleReadIndex)
 	mux.HandleFunc("GET /internal/info", n.handleInfo)
 	mux.HandleFunc("POST /internal/unreferenced", n.handleUnreferenced)
@@ -391,16 +387,6 @@ func (n *Node) handleUnreferenced(w http.ResponseWriter, r *http.Request) {
 	}
 	out, err := n.unreferenced(r.Context(), refs)
 	writeLeaderAnswer(w, out, err)
-}
-
-func (n *Node) handleInternalBlob(w http.ResponseWriter, r *http.Request) {
-	id, err := blob.ParseID(r.PathValue("id"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	b, err := n.leaderBlob(r.Context(), id)
-	writeLeaderAnswer(w, b, err)
 }
 
 func (n *Node) handleInfo(w http.ResponseWriter, r *http.Request) {

@@ -55,8 +55,8 @@ func (n *Node) have(ctx context.Context, ids []blob.ID) ([]blob.ID, error) {
 }
 
 // findChunks returns the committed records of those of ids that exist.
-// Local misses are confirmed by the leader (this replica may lag a chunk
-// staged through another node a moment ago).
+// Local misses are looked up again after catching up with the leader
+// (this replica may lag a chunk staged through another node a moment ago).
 func (n *Node) findChunks(ctx context.Context, ids []blob.ID) (map[blob.ID]raftstore.Chunk, error) {
 	found := map[blob.ID]raftstore.Chunk{}
 	var misses []blob.ID
@@ -74,39 +74,19 @@ func (n *Node) findChunks(ctx context.Context, ids []blob.ID) (map[blob.ID]rafts
 	if len(misses) == 0 {
 		return found, nil
 	}
-	body, err := json.Marshal(api.HaveRequest{Chunks: misses})
-	if err != nil {
+	if err := n.Sync(ctx); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	more, err := viaLeader(ctx, n, http.MethodPost, "/internal/chunks", body,
-		func(ctx context.Context) ([]raftstore.Chunk, error) { return n.leaderChunks(ctx, misses) })
-	if err != nil {
-		return nil, err
-	}
-	for _, c := range more {
-		found[c.ID] = c
-	}
-	return found, nil
-}
-
-// leaderChunks answers findChunks on the leader, after a barrier.
-func (n *Node) leaderChunks(ctx context.Context, ids []blob.ID) ([]raftstore.Chunk, error) {
-	if err := n.meta.Barrier(ctx); err != nil {
-		return nil, err
-	}
-	out := []raftstore.Chunk{}
-	for _, id := range ids {
+	for _, id := range misses {
 		c, err := n.meta.Chunk(id)
 		switch {
 		case err == nil:
-			out = append(out, c)
+			found[id] = c
 		case !errors.Is(err, blob.ErrNotFound):
 			return nil, err
 		}
 	}
-	return out, nil
+	return found, nil
 }
 
 // PutChunk stores one chunk sent on its own, which must hash to id. It
@@ -319,15 +299,6 @@ func (n *Node) handleManifest(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 	}
 	writeJSON(w, status, api.PutResult{ID: b.ID, Size: b.Size})
-}
-
-func (n *Node) handleInternalChunks(w http.ResponseWriter, r *http.Request) {
-	var req api.HaveRequest
-	if !decodeBody(w, r, &req, api.MaxManifestChunks*64) {
-		return
-	}
-	cs, err := n.leaderChunks(r.Context(), req.Chunks)
-	writeLeaderAnswer(w, cs, err)
 }
 
 // decodeBody reads a JSON body of at most limit bytes into v, answering

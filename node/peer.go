@@ -192,28 +192,15 @@ func (n *Node) leader() (raftstore.Member, error) {
 
 // lookup returns blob id's record. A local miss is not trusted — this
 // replica may lag a put acknowledged elsewhere a moment ago, even across a
-// leader change — so it is confirmed by the leader after a raft barrier.
-// While no leader can be reached the answer is ErrUnavailable, never
-// ErrNotFound.
+// leader change — so the replica first catches up with the leader's read
+// index (Sync). While no leader can be reached the answer is
+// ErrUnavailable, never ErrNotFound.
 func (n *Node) lookup(ctx context.Context, id blob.ID) (*raftstore.Blob, error) {
 	b, err := n.meta.Blob(id)
 	if !errors.Is(err, blob.ErrNotFound) {
 		return b, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	return viaLeader(ctx, n, http.MethodGet, "/internal/blobs/"+id.String(), nil,
-		func(ctx context.Context) (*raftstore.Blob, error) { return n.leaderBlob(ctx, id) })
-}
-
-// leaderBlob answers a lookup on the leader: its replica is complete once
-// a barrier has passed.
-func (n *Node) leaderBlob(ctx context.Context, id blob.ID) (*raftstore.Blob, error) {
-	b, err := n.meta.Blob(id)
-	if !errors.Is(err, blob.ErrNotFound) {
-		return b, err
-	}
-	if err := n.meta.Barrier(ctx); err != nil {
+	if err := n.Sync(ctx); err != nil {
 		return nil, err
 	}
 	return n.meta.Blob(id)

@@ -2,9 +2,11 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/raftstore"
 )
 
@@ -28,7 +30,10 @@ func (n *Node) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return n.meta.WaitApplied(ctx, idx)
+	if err := n.meta.WaitApplied(ctx, idx); err != nil {
+		return fmt.Errorf("%w: this replica is behind the leader: %v", blob.ErrUnavailable, err)
+	}
+	return nil
 }
 
 // Meta is this node's replica of the cluster metadata. Reads are local:
