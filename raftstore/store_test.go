@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -363,5 +364,50 @@ func TestStagedChunks(t *testing.T) {
 	}
 	if un, _ := n.s.Unclaimed([]blob.ID{fresh}); len(un) != 1 {
 		t.Fatal("a rejected put kept a reference to a chunk")
+	}
+}
+
+// TestReadIndexIsLinearizable: after a write is acknowledged, a follower
+// that waits for a read index obtained afterwards sees it, also when many
+// readers share one barrier.
+func TestReadIndexIsLinearizable(t *testing.T) {
+	nodes := startCluster(t, 0)
+	ctx := context.Background()
+	for i := range 20 {
+		b := testBlob(100+i, blob.Sum([]byte{byte(i)}))
+		cmd, _ := PutBlobCommand(b)
+		mustApply(t, nodes, cmd)
+		l := leaderOf(nodes)
+		var wg sync.WaitGroup
+		for _, n := range nodes {
+			for range 4 {
+				wg.Go(func() {
+					idx, err := l.s.ReadIndex(ctx)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if err := n.s.WaitApplied(ctx, idx); err != nil {
+						t.Error(err)
+						return
+					}
+					if _, err := n.s.Blob(b.ID); err != nil {
+						t.Errorf("%s after its read index: blob %d: %v", n.id, i, err)
+					}
+				})
+			}
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+	}
+	for _, n := range nodes {
+		if n != leaderOf(nodes) {
+			if _, err := n.s.ReadIndex(ctx); !errors.Is(err, ErrNotLeader) {
+				t.Fatalf("read index on a follower: %v", err)
+			}
+			break
+		}
 	}
 }
