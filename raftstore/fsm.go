@@ -172,6 +172,8 @@ func apply(txn *badger.Txn, c command) applyResult {
 		return applyResult{Err: applyPutObject(txn, *c.PutObject)}
 	case c.DeleteObject != nil:
 		return applyResult{Err: applyDeleteObject(txn, *c.DeleteObject)}
+	case c.DeleteObjects != nil:
+		return applyResult{Err: applyDeleteObjects(txn, *c.DeleteObjects)}
 	case c.PutAccessKey != nil:
 		return applyResult{Err: applyPutAccessKey(txn, *c.PutAccessKey)}
 	case c.DeleteAccessKey != nil:

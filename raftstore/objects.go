@@ -95,6 +95,17 @@ func DeleteObjectCommand(r ObjectRef) ([]byte, error) {
 	return json.Marshal(command{DeleteObject: &r})
 }
 
+// DeleteObjectsCommand encodes the deletion of several objects of a
+// bucket in one entry.
+func DeleteObjectsCommand(bucket string, keys []string) ([]byte, error) {
+	return json.Marshal(command{DeleteObjects: &deleteObjects{Bucket: bucket, Keys: keys}})
+}
+
+type deleteObjects struct {
+	Bucket string   `json:"bucket"`
+	Keys   []string `json:"keys"`
+}
+
 // PutAccessKeyCommand encodes the creation of an access key.
 func PutAccessKeyCommand(k AccessKey) ([]byte, error) { return json.Marshal(command{PutAccessKey: &k}) }
 
@@ -154,10 +165,26 @@ func applyPutObject(txn *badger.Txn, o Object) error {
 	return setJSON(txn, objectKey(o.Bucket, o.Key), rec)
 }
 
+func applyDeleteObjects(txn *badger.Txn, d deleteObjects) error {
+	if err := getJSON(txn, bucketKey(d.Bucket), &Bucket{}); err != nil {
+		return bucketErr(d.Bucket, err)
+	}
+	for _, k := range d.Keys {
+		if err := deleteObject(txn, ObjectRef{Bucket: d.Bucket, Key: k}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func applyDeleteObject(txn *badger.Txn, r ObjectRef) error {
 	if err := getJSON(txn, bucketKey(r.Bucket), &Bucket{}); err != nil {
 		return bucketErr(r.Bucket, err)
 	}
+	return deleteObject(txn, r)
+}
+
+func deleteObject(txn *badger.Txn, r ObjectRef) error {
 	var old Object
 	switch err := getJSON(txn, objectKey(r.Bucket, r.Key), &old); {
 	case errors.Is(err, blob.ErrNotFound):

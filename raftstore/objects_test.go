@@ -115,8 +115,15 @@ func TestBucketsAndObjects(t *testing.T) {
 	if err := try(DeleteBucketCommand("photos")); !errors.Is(err, ErrBucketNotEmpty) {
 		t.Fatalf("deleting a non-empty bucket: %v", err)
 	}
+	var all []string
 	for i := range 12 {
-		must(DeleteObjectCommand(ObjectRef{Bucket: "photos", Key: fmt.Sprintf("dir%d/f%02d", i%2, i)}))
+		all = append(all, fmt.Sprintf("dir%d/f%02d", i%2, i))
+	}
+	must(DeleteObjectsCommand("photos", append(all, "never-there")))
+	for i := range 12 {
+		if hasChunk(n.s, blob.Sum([]byte{byte(i)})) {
+			t.Fatalf("chunk of object %d kept after the batch delete", i)
+		}
 	}
 	must(DeleteBucketCommand("photos"))
 	if bs, _ := n.s.Buckets(); len(bs) != 0 {

@@ -156,12 +156,13 @@ type command struct {
 	TouchStaged  *TouchStaged `json:"touch_staged,omitempty"`
 	DropStaged   *DropStaged  `json:"drop_staged,omitempty"`
 
-	CreateBucket    *Bucket    `json:"create_bucket,omitempty"`
-	DeleteBucket    *string    `json:"delete_bucket,omitempty"`
-	PutObject       *Object    `json:"put_object,omitempty"`
-	DeleteObject    *ObjectRef `json:"delete_object,omitempty"`
-	PutAccessKey    *AccessKey `json:"put_access_key,omitempty"`
-	DeleteAccessKey *string    `json:"delete_access_key,omitempty"`
+	CreateBucket    *Bucket        `json:"create_bucket,omitempty"`
+	DeleteBucket    *string        `json:"delete_bucket,omitempty"`
+	PutObject       *Object        `json:"put_object,omitempty"`
+	DeleteObject    *ObjectRef     `json:"delete_object,omitempty"`
+	DeleteObjects   *deleteObjects `json:"delete_objects,omitempty"`
+	PutAccessKey    *AccessKey     `json:"put_access_key,omitempty"`
+	DeleteAccessKey *string        `json:"delete_access_key,omitempty"`
 
 	CreateUpload   *Upload         `json:"create_upload,omitempty"`
 	PutPart        *putPart        `json:"put_part,omitempty"`

@@ -259,16 +259,20 @@ func (s *Server) deleteObjects(w http.ResponseWriter, r *request) *Error {
 		Deleted []deleted `xml:"Deleted"`
 		Errors  []failed  `xml:"Error"`
 	}{Xmlns: xmlns}
-	for _, o := range in.Objects {
-		cmd, err := raftstore.DeleteObjectCommand(raftstore.ObjectRef{Bucket: r.bucket, Key: o.Key})
-		if err == nil {
-			err = s.node.Apply(r.Context(), cmd)
-		}
+	keys := make([]string, len(in.Objects))
+	for i, o := range in.Objects {
+		keys[i] = o.Key
+	}
+	cmd, err := raftstore.DeleteObjectsCommand(r.bucket, keys) // one raft entry for the batch
+	if err == nil {
+		err = s.node.Apply(r.Context(), cmd)
+	}
+	for _, k := range keys {
 		if err != nil {
 			e := toS3(err, errNoSuchBucket)
-			out.Errors = append(out.Errors, failed{Key: o.Key, Code: e.Code, Message: e.Message})
+			out.Errors = append(out.Errors, failed{Key: k, Code: e.Code, Message: e.Message})
 		} else if !in.Quiet {
-			out.Deleted = append(out.Deleted, deleted{Key: o.Key})
+			out.Deleted = append(out.Deleted, deleted{Key: k})
 		}
 	}
 	writeXML(w, http.StatusOK, out)
