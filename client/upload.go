@@ -86,8 +86,7 @@ func (c *Client) Upload(ctx context.Context, r io.ReaderAt, size int64, opts *Up
 	if o.Parallel <= 0 {
 		o.Parallel = 4
 	}
-	u := &upload{c: c, r: r, opts: o, queued: map[blob.ID]bool{}}
-	u.progress.Size = size
+	u := &upload{c: c, r: r, size: size, opts: o, queued: map[blob.ID]bool{}}
 	stopProgress := u.reportProgress()
 	res, err := u.run(ctx, size)
 	stopProgress()
@@ -98,6 +97,7 @@ func (c *Client) Upload(ctx context.Context, r io.ReaderAt, size int64, opts *Up
 type upload struct {
 	c    *Client
 	r    io.ReaderAt
+	size int64
 	opts UploadOptions
 
 	refs   []chunkAt        // the blob's chunks, in order
@@ -105,7 +105,6 @@ type upload struct {
 
 	scanned, sent, skipped atomic.Int64
 	chunksSent             atomic.Int64
-	progress               UploadProgress
 }
 
 type chunkAt struct {
@@ -118,7 +117,7 @@ func (u *upload) run(ctx context.Context, size int64) (*UploadResult, error) {
 	var whole blob.ID
 	g.Go(func() error { // the blob ID, hashed alongside the chunking
 		h := blake3.New()
-		if _, err := io.Copy(h, io.NewSectionReader(u.r, 0, size)); err != nil {
+		if _, err := io.Copy(h, ctxReader{gctx, io.NewSectionReader(u.r, 0, size)}); err != nil {
 			return fmt.Errorf("reading: %w", err)
 		}
 		whole = blob.ID(h.Sum(nil))
@@ -163,7 +162,7 @@ func (u *upload) run(ctx context.Context, size int64) (*UploadResult, error) {
 // batches that grow from 8 to 1024 chunks: the first answer comes soon,
 // and a large file still takes few requests.
 func (u *upload) scan(ctx context.Context, size int64, batches chan<- []chunkAt) error {
-	ch, err := chunkers.NewChunker("fastcdc-v1.0.0", io.NewSectionReader(u.r, 0, size), &chunkers.ChunkerOpts{
+	ch, err := chunkers.NewChunker("fastcdc-v1.0.0", ctxReader{ctx, io.NewSectionReader(u.r, 0, size)}, &chunkers.ChunkerOpts{
 		MinSize: u.opts.Chunking.Min, NormalSize: u.opts.Chunking.Avg, MaxSize: u.opts.Chunking.Max,
 	})
 	if err != nil {
@@ -265,6 +264,19 @@ func (c *Client) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error) 
 	return missing, nil
 }
 
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
 var chunkBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // sender uploads the chunks it is handed, reading each again from r.
@@ -341,9 +353,7 @@ func (u *upload) reportProgress() (stop func()) {
 		return func() {}
 	}
 	report := func() {
-		p := u.progress
-		p.Scanned, p.Sent, p.Skipped = u.scanned.Load(), u.sent.Load(), u.skipped.Load()
-		u.opts.Progress(p)
+		u.opts.Progress(UploadProgress{Size: u.size, Scanned: u.scanned.Load(), Sent: u.sent.Load(), Skipped: u.skipped.Load()})
 	}
 	done := make(chan struct{})
 	finished := make(chan struct{})
