@@ -4,9 +4,11 @@
 // share their chunks; buckets, objects and access keys are raftstore
 // records, read linearizably (node.Sync) from any node.
 //
-// Requests are path-style (http://host:8900/bucket/key) and signed with
-// AWS Signature Version 4 (header or presigned URL, including
-// aws-chunked streaming uploads); anonymous requests may only read
+// Requests are path-style (http://host:8900/bucket/key), or
+// virtual-hosted–style (http://bucket.DOMAIN:8900/key) when Server.Domain
+// is set, and signed with AWS Signature Version 4 (header or presigned
+// URL, including aws-chunked streaming uploads); anonymous requests may
+// only read
 // public buckets.
 package s3
 
@@ -16,6 +18,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -32,6 +35,10 @@ const MaxObjectSize = 5 << 30
 
 // Server is the S3 endpoint of one node.
 type Server struct {
+	// Domain, if set, enables virtual-hosted–style requests: a request to
+	// host BUCKET.Domain addresses BUCKET (path-style always works).
+	Domain string
+
 	node    *node.Node
 	log     *slog.Logger
 	secrets func(ctx context.Context, accessKey string) (string, error)
@@ -73,8 +80,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusContinue)
 	}
 	req := &request{Request: r, access: access, body: body}
-	path := strings.TrimPrefix(r.URL.Path, "/")
-	req.bucket, req.key, _ = strings.Cut(path, "/")
+	req.bucket, req.key = s.address(r)
 	if err := s.authorize(req); err != nil {
 		writeError(w, r, err)
 		return
@@ -85,6 +91,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeError(w, r, err)
 	}
+}
+
+// address returns the bucket and key a request names: from the host for
+// virtual-hosted–style requests, else from the path.
+func (s *Server) address(r *http.Request) (bucket, key string) {
+	path := strings.TrimPrefix(r.URL.Path, "/")
+	if s.Domain != "" {
+		host, _, err := net.SplitHostPort(r.Host)
+		if err != nil {
+			host = r.Host
+		}
+		if b, ok := strings.CutSuffix(strings.ToLower(host), "."+strings.ToLower(s.Domain)); ok && b != "" {
+			return b, path
+		}
+	}
+	bucket, key, _ = strings.Cut(path, "/")
+	return bucket, key
 }
 
 // authorize lets signed requests do anything (every key has full access)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -462,3 +463,57 @@ func parallel[T any](t *testing.T, n int, items []T, fn func(T) error) {
 	default:
 	}
 }
+
+// TestS3VirtualHosted: with a domain set, bucket.domain addresses the
+// bucket (the SDK's default addressing); path-style keeps working.
+func TestS3VirtualHosted(t *testing.T) {
+	c := start(t, Options{S3Domain: "s3.atoll.test"})
+	key, err := c.CreateAccessKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	endpoint := c.S3URLs()[0]
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(endpoint, "http://"))
+	// Every *.s3.atoll.test name reaches the node, as a wildcard DNS record would.
+	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, strings.TrimPrefix(endpoint, "http://"))
+	}
+	var hosts []string
+	var mu sync.Mutex
+	vh := s3.New(s3.Options{
+		BaseEndpoint: aws.String("http://s3.atoll.test:" + port), Region: "us-east-1",
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: key.AccessKey, SecretAccessKey: key.SecretKey}, nil
+		}),
+		HTTPClient: &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			mu.Lock()
+			hosts = append(hosts, r.URL.Host)
+			mu.Unlock()
+			return (&http.Transport{DialContext: dial}).RoundTrip(r)
+		})},
+	})
+	if _, err := vh.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("vhost")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vh.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("vhost"), Key: aws.String("a/b.txt"), Body: strings.NewReader("virtual")}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := getObject(t, vh, "vhost", "a/b.txt"); string(got) != "virtual" {
+		t.Fatalf("virtual-hosted get: %q", got)
+	}
+	if got, _ := getObject(t, awsClient(endpoint, key), "vhost", "a/b.txt"); string(got) != "virtual" {
+		t.Fatalf("path-style get of the same object: %q", got)
+	}
+	l, err := vh.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("vhost")})
+	if err != nil || len(l.Contents) != 1 || *l.Contents[0].Key != "a/b.txt" {
+		t.Fatalf("virtual-hosted list: %+v %v", l, err)
+	}
+	if !slices.Contains(hosts, "vhost.s3.atoll.test:"+port) {
+		t.Fatalf("the SDK did not use virtual-hosted addressing: hosts %v", hosts)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -46,6 +46,7 @@ type Options struct {
 	// i.e. no scrubbing or reclaiming unless a test asks).
 	ScrubInterval, OrphanGrace time.Duration
 	RepairBandwidth            int          // bytes/s; default: node's
+	S3Domain                   string       // enables virtual-hosted–style S3 requests (s3.Server.Domain)
 	Dir                        string       // parent of the nodes' data dirs; default: a new temp dir, removed by Close
 	Logger                     *slog.Logger // default: discard
 	LogOutput                  io.Writer    // raft/memberlist logs; default: discard
@@ -163,7 +164,9 @@ func (c *Cluster) start(m *Member) error {
 	}
 	m.s3port = ln.Addr().(*net.TCPAddr).Port
 	m.S3 = "http://" + ln.Addr().String()
-	m.s3srv = &http.Server{Handler: s3.New(n, c.opts.Logger), ReadHeaderTimeout: 10 * time.Second}
+	s3h := s3.New(n, c.opts.Logger)
+	s3h.Domain = c.opts.S3Domain
+	m.s3srv = &http.Server{Handler: s3h, ReadHeaderTimeout: 10 * time.Second}
 	go m.s3srv.Serve(m.Net.Listener(ln))
 	return nil
 }

@@ -23,7 +23,7 @@ import (
 func cmdServer(args []string) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	var cfg node.Config
-	var region, zone, id, join, level, masterKeyFile string
+	var region, zone, id, join, level, masterKeyFile, s3Domain string
 	var s3Port int
 	fs.StringVar(&cfg.Dir, "data", "", "data directory (required)")
 	fs.StringVar(&region, "region", "", "region (jurisdiction) of this node (required)")
@@ -47,6 +47,7 @@ func cmdServer(args []string) error {
 	fs.IntVar(&cfg.ScrubBandwidth, "scrub-bandwidth", 32<<20, "bytes per second the scrubber may read")
 	fs.DurationVar(&cfg.OrphanGrace, "orphan-grace", time.Hour, "keep unreferenced shards this long before reclaiming them (longer than any upload)")
 	fs.IntVar(&s3Port, "s3-port", s3.DefaultPort, "S3-compatible API port (0: no S3 endpoint)")
+	fs.StringVar(&s3Domain, "s3-domain", "", "serve virtual-hosted–style S3 requests to BUCKET.DOMAIN (path-style always works)")
 	fs.StringVar(&masterKeyFile, "s3-master-key-file", "", "file holding the 32-byte master key (64 hex digits) that seals S3 secrets; the same on every node")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	pos, err := parse(fs, args)
@@ -89,7 +90,9 @@ func cmdServer(args []string) error {
 			n.Close()
 			return fmt.Errorf("S3 listen: %w", err)
 		}
-		s3srv = &http.Server{Handler: s3.New(n, cfg.Logger), ReadHeaderTimeout: 10 * time.Second}
+		s3h := s3.New(n, cfg.Logger)
+		s3h.Domain = s3Domain
+		s3srv = &http.Server{Handler: s3h, ReadHeaderTimeout: 10 * time.Second}
 		go s3srv.Serve(ln)
 		fmt.Fprintf(os.Stderr, "S3 endpoint on http://%s\n", ln.Addr())
 	}
