@@ -11,6 +11,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/dgraph-io/badger/v4"
@@ -303,26 +304,22 @@ func applyStageChunk(txn *badger.Txn, sc StagedChunk) error {
 }
 
 func applyTouchStaged(txn *badger.Txn, ts TouchStaged) error {
-	for _, id := range ts.IDs {
-		var cr chunkRecord
-		switch err := getJSON(txn, chunkKey(id), &cr); {
-		case errors.Is(err, blob.ErrNotFound):
-			continue
-		case err != nil:
-			return err
-		}
-		if cr.Refs == 0 && cr.Staged < ts.At.UnixNano() {
-			cr.Staged = ts.At.UnixNano()
-			if err := setJSON(txn, chunkKey(id), cr); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return unclaimedBefore(txn, ts.IDs, ts.At, func(id blob.ID, cr chunkRecord) error {
+		cr.Staged = ts.At.UnixNano()
+		return setJSON(txn, chunkKey(id), cr)
+	})
 }
 
 func applyDropStaged(txn *badger.Txn, d DropStaged) error {
-	for _, id := range d.IDs {
+	return unclaimedBefore(txn, d.IDs, d.Before, func(id blob.ID, _ chunkRecord) error {
+		return txn.Delete(chunkKey(id))
+	})
+}
+
+// unclaimedBefore calls fn for each of ids that is a staged chunk no blob
+// or object references, last staged before t.
+func unclaimedBefore(txn *badger.Txn, ids []blob.ID, t time.Time, fn func(blob.ID, chunkRecord) error) error {
+	for _, id := range ids {
 		var cr chunkRecord
 		switch err := getJSON(txn, chunkKey(id), &cr); {
 		case errors.Is(err, blob.ErrNotFound):
@@ -330,8 +327,8 @@ func applyDropStaged(txn *badger.Txn, d DropStaged) error {
 		case err != nil:
 			return err
 		}
-		if cr.Refs == 0 && cr.Staged < d.Before.UnixNano() {
-			if err := txn.Delete(chunkKey(id)); err != nil {
+		if cr.Refs == 0 && cr.Staged < t.UnixNano() {
+			if err := fn(id, cr); err != nil {
 				return err
 			}
 		}

@@ -124,16 +124,7 @@ func applyPutPart(txn *badger.Txn, pp putPart) error {
 	}
 	p := pp.Part
 	p.Upload = pp.ID
-	if err := addRefs(txn, p.Chunks, p.K, p.M); err != nil {
-		return err
-	}
-	var old Part
-	switch err := getJSON(txn, partKey(pp.ID, p.Number), &old); {
-	case err == nil:
-		if err := dropRefs(txn, old.Chunks); err != nil {
-			return err
-		}
-	case !errors.Is(err, blob.ErrNotFound):
+	if err := replaceRefs(txn, partKey(pp.ID, p.Number), p.Chunks, p.K, p.M); err != nil {
 		return err
 	}
 	p.Chunks = withoutShards(p.Chunks)

@@ -146,23 +146,32 @@ func applyPutObject(txn *badger.Txn, o Object) error {
 	if err := getJSON(txn, bucketKey(o.Bucket), &Bucket{}); err != nil {
 		return bucketErr(o.Bucket, err)
 	}
-	// References first, then release the replaced object's: chunks both
-	// versions share never drop to zero on the way.
-	if err := addRefs(txn, o.Chunks, o.K, o.M); err != nil {
-		return err
-	}
-	var old Object
-	switch err := getJSON(txn, objectKey(o.Bucket, o.Key), &old); {
-	case err == nil:
-		if err := dropRefs(txn, old.Chunks); err != nil {
-			return err
-		}
-	case !errors.Is(err, blob.ErrNotFound):
+	if err := replaceRefs(txn, objectKey(o.Bucket, o.Key), o.Chunks, o.K, o.M); err != nil {
 		return err
 	}
 	rec := o
 	rec.Chunks = withoutShards(o.Chunks)
 	return setJSON(txn, objectKey(o.Bucket, o.Key), rec)
+}
+
+// replaceRefs takes references on chunks for the record about to be
+// written at key, then releases those of the record it replaces (an
+// object, a part): chunks both share never drop to zero on the way.
+func replaceRefs(txn *badger.Txn, key []byte, chunks []Chunk, k, m int) error {
+	if err := addRefs(txn, chunks, k, m); err != nil {
+		return err
+	}
+	var old struct {
+		Chunks []Chunk `json:"chunks"`
+	}
+	switch err := getJSON(txn, key, &old); {
+	case err == nil:
+		return dropRefs(txn, old.Chunks)
+	case errors.Is(err, blob.ErrNotFound):
+		return nil
+	default:
+		return err
+	}
 }
 
 func applyDeleteObjects(txn *badger.Txn, d deleteObjects) error {

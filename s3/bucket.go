@@ -59,12 +59,8 @@ func (s *Server) createBucket(w http.ResponseWriter, r *request) *Error {
 	default:
 		return errorf(http.StatusNotImplemented, "NotImplemented", "canned ACL %q is not supported (private or public-read)", acl)
 	}
-	cmd, err := raftstore.CreateBucketCommand(b)
-	if err == nil {
-		err = s.node.Apply(r.Context(), cmd)
-	}
-	if err != nil {
-		return toS3(err, errInternal)
+	if err := s.apply(r, errInternal)(raftstore.CreateBucketCommand(b)); err != nil {
+		return err
 	}
 	w.Header().Set("Location", "/"+r.bucket)
 	w.WriteHeader(http.StatusOK)
@@ -81,12 +77,8 @@ func (s *Server) headBucket(w http.ResponseWriter, r *request) *Error {
 }
 
 func (s *Server) deleteBucket(w http.ResponseWriter, r *request) *Error {
-	cmd, err := raftstore.DeleteBucketCommand(r.bucket)
-	if err == nil {
-		err = s.node.Apply(r.Context(), cmd)
-	}
-	if err != nil {
-		return toS3(err, errNoSuchBucket)
+	if err := s.apply(r, errNoSuchBucket)(raftstore.DeleteBucketCommand(r.bucket)); err != nil {
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -35,12 +35,8 @@ func (s *Server) createUpload(w http.ResponseWriter, r *request) *Error {
 	rand.Read(id)
 	ct, meta := objectMeta(r.Header)
 	u := raftstore.Upload{ID: hex.EncodeToString(id), Bucket: r.bucket, Key: r.key, Created: time.Now().UTC(), ContentType: ct, Meta: meta}
-	cmd, err := raftstore.CreateUploadCommand(u)
-	if err == nil {
-		err = s.node.Apply(r.Context(), cmd)
-	}
-	if err != nil {
-		return toS3(err, errNoSuchBucket)
+	if err := s.apply(r, errNoSuchBucket)(raftstore.CreateUploadCommand(u)); err != nil {
+		return err
 	}
 	writeXML(w, http.StatusOK, struct {
 		XMLName  xml.Name `xml:"InitiateMultipartUploadResult"`
@@ -85,12 +81,8 @@ func (s *Server) uploadPart(w http.ResponseWriter, r *request) *Error {
 		return serr
 	}
 	p := raftstore.Part{Number: num, Size: rec.Size, ETag: `"` + hex.EncodeToString(sum) + `"`, K: rec.K, M: rec.M, Chunks: rec.Chunks, Modified: time.Now().UTC()}
-	cmd, err := raftstore.PutPartCommand(r.upload(), p)
-	if err == nil {
-		err = s.node.Apply(r.Context(), cmd)
-	}
-	if err != nil {
-		return toS3(err, errNoSuchUpload)
+	if err := s.apply(r, errNoSuchUpload)(raftstore.PutPartCommand(r.upload(), p)); err != nil {
+		return err
 	}
 	w.Header().Set("ETag", p.ETag)
 	w.WriteHeader(http.StatusOK)
@@ -148,12 +140,8 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *request) *Error {
 		}
 	}
 	o.ETag = fmt.Sprintf(`"%s-%d"`, hex.EncodeToString(etags.Sum(nil)), len(in.Parts))
-	cmd, err := raftstore.CompleteUploadCommand(raftstore.CompleteUpload{UploadRef: up, Object: o})
-	if err == nil {
-		err = s.node.Apply(r.Context(), cmd)
-	}
-	if err != nil {
-		return toS3(err, errNoSuchUpload)
+	if err := s.apply(r, errNoSuchUpload)(raftstore.CompleteUploadCommand(raftstore.CompleteUpload{UploadRef: up, Object: o})); err != nil {
+		return err
 	}
 	writeXML(w, http.StatusOK, struct {
 		XMLName  xml.Name `xml:"CompleteMultipartUploadResult"`
@@ -167,12 +155,8 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *request) *Error {
 }
 
 func (s *Server) abortUpload(w http.ResponseWriter, r *request) *Error {
-	cmd, err := raftstore.AbortUploadCommand(r.upload())
-	if err == nil {
-		err = s.node.Apply(r.Context(), cmd)
-	}
-	if err != nil {
-		return toS3(err, errNoSuchUpload)
+	if err := s.apply(r, errNoSuchUpload)(raftstore.AbortUploadCommand(r.upload())); err != nil {
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -101,15 +101,23 @@ func (s *Server) putObject(w http.ResponseWriter, r *request) *Error {
 	return nil
 }
 
+// apply returns a function that commits an encoded command (its encoding
+// error included) and waits for this node's replica, mapping a failure to
+// an S3 error, "not found" to notFound.
+func (s *Server) apply(r *request, notFound *Error) func([]byte, error) *Error {
+	return func(cmd []byte, err error) *Error {
+		if err == nil {
+			err = s.node.Apply(r.Context(), cmd)
+		}
+		if err != nil {
+			return toS3(err, notFound)
+		}
+		return nil
+	}
+}
+
 func (s *Server) commit(r *request, o raftstore.Object) *Error {
-	cmd, err := raftstore.PutObjectCommand(o)
-	if err == nil {
-		err = s.node.Apply(r.Context(), cmd)
-	}
-	if err != nil {
-		return toS3(err, errNoSuchBucket)
-	}
-	return nil
+	return s.apply(r, errNoSuchBucket)(raftstore.PutObjectCommand(o))
 }
 
 // object returns the request's object, read linearizably, with its
@@ -218,12 +226,8 @@ func etagMatches(list, etag string) bool {
 }
 
 func (s *Server) deleteObject(w http.ResponseWriter, r *request) *Error {
-	cmd, err := raftstore.DeleteObjectCommand(raftstore.ObjectRef{Bucket: r.bucket, Key: r.key})
-	if err == nil {
-		err = s.node.Apply(r.Context(), cmd)
-	}
-	if err != nil {
-		return toS3(err, errNoSuchBucket)
+	if err := s.apply(r, errNoSuchBucket)(raftstore.DeleteObjectCommand(raftstore.ObjectRef{Bucket: r.bucket, Key: r.key})); err != nil {
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -263,13 +267,9 @@ func (s *Server) deleteObjects(w http.ResponseWriter, r *request) *Error {
 	for i, o := range in.Objects {
 		keys[i] = o.Key
 	}
-	cmd, err := raftstore.DeleteObjectsCommand(r.bucket, keys) // one raft entry for the batch
-	if err == nil {
-		err = s.node.Apply(r.Context(), cmd)
-	}
+	e := s.apply(r, errNoSuchBucket)(raftstore.DeleteObjectsCommand(r.bucket, keys)) // one raft entry for the batch
 	for _, k := range keys {
-		if err != nil {
-			e := toS3(err, errNoSuchBucket)
+		if e != nil {
 			out.Errors = append(out.Errors, failed{Key: k, Code: e.Code, Message: e.Message})
 		} else if !in.Quiet {
 			out.Deleted = append(out.Deleted, deleted{Key: k})
