@@ -58,7 +58,7 @@ func (s *Server) list(r *request, prefix, delimiter, after string, max int) (lis
 		}
 	}
 	l.resume = after
-	if len(l.objects)+len(l.prefixes) == max {
+	if max > 0 && len(l.objects)+len(l.prefixes) == max { // max-keys=0 is an empty, complete page
 		err := meta.Objects(r.bucket, prefix, after, func(raftstore.Object) bool { l.truncated = true; return false })
 		if err != nil {
 			return l, toS3(err, errNoSuchBucket)

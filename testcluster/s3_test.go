@@ -193,6 +193,9 @@ func TestS3WithAWSSDK(t *testing.T) {
 	if err != nil || len(d3.CommonPrefixes) != 4 || len(d3.Contents) != 1 || *d3.CommonPrefixes[0].Prefix != "many/03/" {
 		t.Fatalf("list with delimiter, second page: %+v %v", d3, err)
 	}
+	if z, err := cl.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: bucket, MaxKeys: aws.Int32(0)}); err != nil || len(z.Contents) != 0 || *z.IsTruncated {
+		t.Fatalf("max-keys=0: %+v %v", z, err)
+	}
 	v1, err := cl.ListObjects(ctx, &s3.ListObjectsInput{Bucket: bucket, Prefix: aws.String("many/"), Marker: aws.String("many/06/1049"), MaxKeys: aws.Int32(5)})
 	if err != nil || len(v1.Contents) != 1 || *v1.Contents[0].Key != "many/top" || *v1.IsTruncated {
 		t.Fatalf("list v1 after a marker: %+v %v", v1.Contents, err)
