@@ -37,6 +37,19 @@ func Code(err error) (code string, status int) {
 	return "internal", http.StatusInternalServerError
 }
 
+// WriteError answers err as JSON, {"error": message, "code": code}, with
+// its status. An error received from another node keeps its code and status.
+func WriteError(w http.ResponseWriter, err error) {
+	code, status := Code(err)
+	var wire *Error
+	if errors.As(err, &wire) && wire.Status != 0 {
+		code, status = wire.Code, wire.Status
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(Error{Code: code, Message: err.Error()})
+}
+
 // Error is an error received over the wire.
 type Error struct {
 	Code    string `json:"code"`

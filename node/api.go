@@ -14,8 +14,8 @@ import (
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
-	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/raftstore"
+	"github.com/atollstore/atoll/storage/remote"
 )
 
 // HTTP API (all JSON unless noted; errors are {"error": ..., "code": ...}):
@@ -35,7 +35,7 @@ import (
 //
 // Internal, node to node:
 //
-//	PUT|GET|HEAD /internal/shards/{chunk}/{index}  raw shard file
+//	PUT|GET|HEAD /internal/shards/{chunk}/{index}  raw shard file (storage/remote)
 //	POST /internal/apply        raft command, leader only (421 otherwise)
 //	POST /internal/readindex    the leader's read index (after a barrier)
 //	GET  /internal/info         this node's disk usage
@@ -58,9 +58,7 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
 	mux.HandleFunc("POST /v1/nodes/{id}/drain", n.handleDrain)
 	mux.HandleFunc("DELETE /v1/nodes/{id}", n.handleRemove)
-	mux.HandleFunc("PUT /internal/shards/{chunk}/{index}", n.handleShardPut)
-	mux.HandleFunc("GET /internal/shards/{chunk}/{index}", n.handleShardGet)
-	mux.HandleFunc("HEAD /internal/shards/{chunk}/{index}", n.handleShardGet)
+	mux.Handle(remote.Prefix, remote.Handler(n.shards, n.log))
 	mux.HandleFunc("POST /internal/apply", n.handleApply)
 	mux.HandleFunc("POST /internal/readindex", n.handleReadIndex)
 	mux.HandleFunc("GET /internal/info", n.handleInfo)
@@ -87,14 +85,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, err error) {
-	code, status := blob.Code(err)
-	var wire *blob.Error
-	if errors.As(err, &wire) && wire.Status != 0 {
-		code, status = wire.Code, wire.Status
-	}
-	writeJSON(w, status, blob.Error{Code: code, Message: err.Error()})
-}
+func writeError(w http.ResponseWriter, err error) { blob.WriteError(w, err) }
 
 func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > n.cfg.MaxBlobSize {
@@ -308,54 +299,6 @@ func shardState(err error) string {
 	return "unreachable"
 }
 
-func parseShardPath(r *http.Request) (blob.ID, int, error) {
-	chunk, err := blob.ParseID(r.PathValue("chunk"))
-	if err != nil {
-		return chunk, 0, err
-	}
-	idx, err := strconv.Atoi(r.PathValue("index"))
-	if err != nil || idx < 0 || idx > 255 {
-		return chunk, 0, fmt.Errorf("%w: bad shard index %q", blob.ErrInvalidID, r.PathValue("index"))
-	}
-	return chunk, idx, nil
-}
-
-func (n *Node) handleShardPut(w http.ResponseWriter, r *http.Request) {
-	chunk, idx, err := parseShardPath(r)
-	if err == nil {
-		err = n.shards.write(chunk, idx, r.Body)
-	}
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (n *Node) handleShardGet(w http.ResponseWriter, r *http.Request) {
-	chunk, idx, err := parseShardPath(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	h, payload, err := n.shards.read(chunk, idx)
-	if err != nil {
-		if errors.Is(err, blob.ErrCorrupt) {
-			n.log.Warn("corrupt shard on disk", "chunk", chunk, "index", idx, "err", err)
-		}
-		writeError(w, err)
-		return
-	}
-	w.Header().Set("Content-Length", strconv.Itoa(erasure.HeaderSize+len(payload)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
-		return
-	}
-	hb := h.Marshal()
-	w.Write(hb[:])
-	w.Write(payload)
-}
-
 func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 	cmd, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
 	if err != nil {
@@ -390,5 +333,5 @@ func (n *Node) handleUnreferenced(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleInfo(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, api.Info{ID: n.cfg.ID, UsedBytes: n.shards.used.Load()})
+	writeJSON(w, http.StatusOK, api.Info{ID: n.cfg.ID, UsedBytes: n.shards.Used()})
 }

@@ -165,7 +165,7 @@ func (n *Node) repairStatus(ctx context.Context) api.RepairStatus {
 
 func (n *Node) peerInfo(ctx context.Context, m raftstore.Member) api.Info {
 	if m.ID == n.cfg.ID {
-		return api.Info{ID: m.ID, UsedBytes: n.shards.used.Load()}
+		return api.Info{ID: m.ID, UsedBytes: n.shards.Used()}
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()

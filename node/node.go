@@ -32,6 +32,8 @@ import (
 	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/placement"
 	"github.com/atollstore/atoll/raftstore"
+	"github.com/atollstore/atoll/storage"
+	"github.com/atollstore/atoll/storage/disk"
 )
 
 // Default ports, all on the bind address.
@@ -81,6 +83,10 @@ type Config struct {
 	// MasterKey (32 bytes, the same on every node) seals S3 secrets in the
 	// metadata; without it no access key can be created or used.
 	MasterKey []byte
+
+	// WrapStorage, if set, wraps the node's shard store (testcluster
+	// injects disk faults through it).
+	WrapStorage func(storage.Storage) storage.Storage
 
 	Fast      bool         // short timeouts for single-machine clusters
 	Network   *Network     // optional link filter (testcluster)
@@ -181,7 +187,7 @@ type Node struct {
 	self   raftstore.Member
 	codec  *erasure.Codec
 	policy placement.Policy
-	shards *shardStore
+	shards storage.Storage
 	meta   *raftstore.Store
 	gossip *gossip
 	http   *http.Server
@@ -217,8 +223,13 @@ func Start(cfg Config) (*Node, error) {
 	n.stripes.New = func() any { return codec.NewStripe(cfg.ChunkSize) }
 	n.chunkStripes.New = func() any { return codec.NewStripe(api.MaxChunkSize) }
 	n.chunkSlots = make(chan struct{}, cfg.PutParallel)
-	if n.shards, err = openShardStore(filepath.Join(cfg.Dir, "shards")); err != nil {
+	local, err := disk.Open(filepath.Join(cfg.Dir, "shards"))
+	if err != nil {
 		return nil, err
+	}
+	n.shards = local
+	if cfg.WrapStorage != nil {
+		n.shards = cfg.WrapStorage(local)
 	}
 	ln, err := net.Listen("tcp", hostPort(cfg.Bind, cfg.APIPort))
 	if err != nil {

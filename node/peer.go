@@ -8,107 +8,57 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/raftstore"
+	"github.com/atollstore/atoll/storage"
+	"github.com/atollstore/atoll/storage/remote"
 )
 
 // Node-to-node calls. Shard traffic goes to /internal/shards/{chunk}/{index}
 // as the raw shard file (header + payload); metadata writes are forwarded to
 // the leader at /internal/apply.
 
-func shardURL(m raftstore.Member, chunk blob.ID, index int) string {
-	return m.API + "/internal/shards/" + chunk.String() + "/" + strconv.Itoa(index)
+// store returns m's shard store: this node's own, or m's over HTTP.
+func (n *Node) store(m raftstore.Member) storage.Shards {
+	if m.ID == n.cfg.ID {
+		return n.shards
+	}
+	return &remote.Client{Node: m.ID, URL: m.API, HTTP: n.peers}
+}
+
+// answered notes that node id answered a request (whatever it said), so it
+// is no longer suspect.
+func (n *Node) answered(id blob.NodeID, err error) {
+	if id != n.cfg.ID && !errors.Is(err, blob.ErrUnavailable) {
+		n.gossip.succeeded(id)
+	}
 }
 
 // writeShard stores a shard on node m (locally if m is this node).
 func (n *Node) writeShard(ctx context.Context, m raftstore.Member, h erasure.Header, payload []byte) error {
-	hb := h.Marshal()
-	if m.ID == n.cfg.ID {
-		return n.shards.write(h.Chunk, h.Index, io.MultiReader(bytes.NewReader(hb[:]), bytes.NewReader(payload)))
-	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ShardTimeout)
 	defer cancel()
-	body := io.MultiReader(bytes.NewReader(hb[:]), bytes.NewReader(payload))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, shardURL(m, h.Chunk, h.Index), body)
-	if err != nil {
-		return err
-	}
-	req.ContentLength = int64(len(hb) + len(payload))
-	resp, err := n.peers.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: node %s: %v", blob.ErrUnavailable, m.ID, err)
-	}
-	defer drain(resp)
-	n.gossip.succeeded(m.ID)
-	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("node %s: %w", m.ID, blob.ReadError(resp))
-	}
-	return nil
+	err := storage.Write(ctx, n.store(m), h, payload)
+	n.answered(m.ID, err)
+	return err
 }
 
 // readShard fetches and verifies a shard from node m.
 func (n *Node) readShard(ctx context.Context, m raftstore.Member, chunk blob.ID, index int) ([]byte, error) {
-	if m.ID == n.cfg.ID {
-		_, p, err := n.shards.read(chunk, index)
-		return p, err
-	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ShardTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, shardURL(m, chunk, index), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := n.peers.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: node %s: %v", blob.ErrUnavailable, m.ID, err)
-	}
-	defer drain(resp)
-	n.gossip.succeeded(m.ID)
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("node %s: %w", m.ID, blob.ReadError(resp))
-	}
-	var hb [erasure.HeaderSize]byte
-	if _, err := io.ReadFull(resp.Body, hb[:]); err != nil {
-		return nil, fmt.Errorf("node %s: shard header: %w", m.ID, err)
-	}
-	h, err := erasure.ParseHeader(hb[:])
-	if err != nil {
-		return nil, fmt.Errorf("node %s: %w", m.ID, err)
-	}
-	if h.Chunk != chunk || h.Index != index {
-		return nil, fmt.Errorf("%w: node %s sent %s/%d for %s/%d", blob.ErrCorrupt, m.ID, h.Chunk, h.Index, chunk, index)
-	}
-	payload := make([]byte, h.ShardLen)
-	if _, err := io.ReadFull(resp.Body, payload); err != nil {
-		return nil, fmt.Errorf("node %s: shard payload: %w", m.ID, err)
-	}
-	return payload, h.Verify(payload)
+	_, p, err := storage.Read(ctx, n.store(m), storage.Ref{Chunk: chunk, Index: index})
+	n.answered(m.ID, err)
+	return p, err
 }
 
-// checkShard asks node m to verify a shard where it lies (HEAD: nothing
-// but the verdict crosses the network).
+// checkShard has node m verify a shard where it lies (only the verdict
+// crosses the network).
 func (n *Node) checkShard(ctx context.Context, m raftstore.Member, chunk blob.ID, index int) error {
-	if m.ID == n.cfg.ID {
-		_, _, err := n.shards.read(chunk, index)
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, shardURL(m, chunk, index), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := n.peers.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: node %s: %v", blob.ErrUnavailable, m.ID, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("node %s: shard check: %w", m.ID, blob.ReadError(resp))
-	}
-	return nil
+	return storage.Check(ctx, n.store(m), storage.Ref{Chunk: chunk, Index: index})
 }
 
 // apply commits a metadata command through the leader, retrying across

@@ -5,17 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io/fs"
 	"net/http"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/raftstore"
+	"github.com/atollstore/atoll/storage"
 	"golang.org/x/time/rate"
 )
 
@@ -36,7 +33,7 @@ import (
 func (n *Node) scrubLoop() {
 	defer n.wg.Done()
 	limiter := rate.NewLimiter(rate.Limit(n.cfg.ScrubBandwidth), 4<<20)
-	orphans := map[string]time.Time{} // path -> first seen unreferenced
+	orphans := map[storage.Ref]time.Time{} // first seen unreferenced
 	for {
 		select {
 		case <-n.stop:
@@ -62,7 +59,7 @@ type heldShard struct {
 	k, m  int
 }
 
-func (n *Node) scrub(ctx context.Context, limiter *rate.Limiter, orphans map[string]time.Time) {
+func (n *Node) scrub(ctx context.Context, limiter *rate.Limiter, orphans map[storage.Ref]time.Time) {
 	var held []heldShard
 	n.meta.Chunks(func(c raftstore.Chunk, k, m int) bool {
 		for i, id := range c.Shards {
@@ -77,7 +74,7 @@ func (n *Node) scrub(ctx context.Context, limiter *rate.Limiter, orphans map[str
 			return
 		}
 		limiter.WaitN(ctx, min(int(erasure.ShardSize(h.chunk.Len, h.k)), limiter.Burst()))
-		_, _, err := n.shards.read(h.chunk.ID, h.index)
+		_, _, err := storage.Read(ctx, n.shards, storage.Ref{Chunk: h.chunk.ID, Index: h.index})
 		if err == nil || !(errors.Is(err, blob.ErrNotFound) || errors.Is(err, blob.ErrCorrupt)) {
 			continue
 		}
@@ -102,32 +99,28 @@ func (n *Node) scrub(ctx context.Context, limiter *rate.Limiter, orphans map[str
 // The local replica only nominates candidates: it may lag (a node just
 // added is still replaying the log), so the leader, after a barrier,
 // confirms each one before it is deleted. No leader, no deletion.
-func (n *Node) reclaim(ctx context.Context, orphans map[string]time.Time) {
+func (n *Node) reclaim(ctx context.Context, orphans map[storage.Ref]time.Time) {
 	now := time.Now()
-	seen := map[string]bool{}
+	seen := map[storage.Ref]bool{}
 	var due []api.ShardRef
-	filepath.WalkDir(n.shards.dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, ".tmp") {
+	n.shards.Walk(ctx, func(ref storage.Ref, _ storage.Info) error {
+		if n.holds(ref.Chunk, ref.Index, n.cfg.ID) {
 			return nil
 		}
-		chunk, index, ok := parseShardName(d.Name())
-		if !ok || n.holds(chunk, index, n.cfg.ID) {
-			return nil
-		}
-		seen[p] = true
-		if first, ok := orphans[p]; !ok {
-			orphans[p] = now
+		seen[ref] = true
+		if first, ok := orphans[ref]; !ok {
+			orphans[ref] = now
 		} else if now.Sub(first) >= n.cfg.OrphanGrace {
-			due = append(due, api.ShardRef{Chunk: chunk, Index: index, Node: n.cfg.ID})
+			due = append(due, api.ShardRef{Chunk: ref.Chunk, Index: ref.Index, Node: n.cfg.ID})
 		}
 		return nil
 	})
-	for p := range orphans {
-		if !seen[p] {
-			delete(orphans, p) // referenced again, or gone
+	for ref := range orphans {
+		if !seen[ref] {
+			delete(orphans, ref) // referenced again, or gone
 		}
 	}
-	if len(due) == 0 {
+	if len(due) == 0 || ctx.Err() != nil {
 		return
 	}
 	confirmed, err := n.confirmUnreferenced(ctx, due)
@@ -136,10 +129,15 @@ func (n *Node) reclaim(ctx context.Context, orphans map[string]time.Time) {
 		return
 	}
 	for _, r := range confirmed {
-		if n.shards.removeIfOlder(r.Chunk, r.Index, now.Add(-n.cfg.OrphanGrace)) {
-			n.log.Debug("scrub: reclaimed unreferenced shard", "chunk", r.Chunk, "index", r.Index)
+		ref := storage.Ref{Chunk: r.Chunk, Index: r.Index}
+		removed, err := n.shards.RemoveIfOlder(ctx, ref, now.Add(-n.cfg.OrphanGrace))
+		if err != nil {
+			n.log.Warn("scrub: cannot reclaim shard", "shard", ref, "err", err)
+		}
+		if removed {
+			n.log.Debug("scrub: reclaimed unreferenced shard", "shard", ref)
 			n.scrubReclaimed.Add(1)
-			delete(orphans, n.shards.path(r.Chunk, r.Index))
+			delete(orphans, ref)
 		}
 	}
 }
@@ -193,18 +191,4 @@ func (n *Node) unreferenced(ctx context.Context, refs []api.ShardRef) ([]api.Sha
 		}
 	}
 	return out, nil
-}
-
-// parseShardName splits "<chunk id>.<index>".
-func parseShardName(name string) (blob.ID, int, bool) {
-	id, idx, ok := strings.Cut(name, ".")
-	if !ok {
-		return blob.ID{}, 0, false
-	}
-	chunk, err := blob.ParseID(id)
-	if err != nil {
-		return blob.ID{}, 0, false
-	}
-	i, err := strconv.Atoi(idx)
-	return chunk, i, err == nil
 }

@@ -29,6 +29,8 @@ import (
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/node"
 	"github.com/atollstore/atoll/s3"
+	"github.com/atollstore/atoll/storage"
+	"github.com/atollstore/atoll/storage/faulty"
 )
 
 // Options configure a cluster.
@@ -65,6 +67,10 @@ type Member struct {
 	Net    *node.Network
 	// S3 is the node's S3 endpoint (http://IP:port) while it runs.
 	S3 string
+	// Disk wraps the node's shard store so tests can inject disk faults
+	// (errors, bit flips, latency, torn writes). A restart starts with a
+	// fresh one, without faults.
+	Disk *faulty.Store
 
 	api, gossip, raft, s3port int // ports, reused on restart
 	s3srv                     *http.Server
@@ -150,6 +156,7 @@ func (c *Cluster) start(m *Member) error {
 		K: c.opts.K, M: c.opts.M, ChunkSize: c.opts.ChunkSize, MaxBlobSize: c.opts.MaxBlobSize, ShardTimeout: c.opts.ShardTimeout,
 		DeadAfter: c.opts.DeadAfter, ScrubInterval: c.opts.ScrubInterval, OrphanGrace: c.opts.OrphanGrace, RepairBandwidth: c.opts.RepairBandwidth,
 		Fast: true, Network: m.Net, Logger: c.opts.Logger, LogOutput: c.opts.LogOutput, MasterKey: c.masterKey,
+		WrapStorage: func(s storage.Storage) storage.Storage { m.Disk = faulty.New(s); return m.Disk },
 	})
 	if err != nil {
 		return fmt.Errorf("testcluster: start %s: %w", m.ID, err)

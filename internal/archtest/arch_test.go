@@ -12,21 +12,28 @@ import (
 const mod = "github.com/atollstore/atoll/"
 
 // allowed lists, for each package, the project packages it may import.
-// The order is the layering: blob < erasure, placement < raftstore < node
-// < testcluster < cmd, with api and client on the side.
+// The order is the layering: blob < erasure, placement < storage <
+// raftstore < node < testcluster < cmd, with api and client on the side.
+// Packages named *test are test helpers: only tests import them.
 var allowed = map[string][]string{
-	"blob":              {},
-	"erasure":           {"blob"},
-	"placement":         {"blob"},
-	"api":               {"blob"},
-	"raftstore":         {"blob", "placement"},
-	"client":            {"blob", "api"},
-	"node":              {"blob", "erasure", "placement", "raftstore", "api"},
-	"s3":                {"blob", "node", "raftstore"},
-	"testcluster":       {"blob", "api", "node", "s3"},
-	"cmd/atoll":         {"blob", "api", "client", "node", "s3", "testcluster"},
-	"cmd/s3bench":       {},
-	"internal/archtest": {},
+	"blob":                {},
+	"erasure":             {"blob"},
+	"placement":           {"blob"},
+	"api":                 {"blob"},
+	"storage":             {"blob", "erasure"},
+	"storage/disk":        {"blob", "storage"},
+	"storage/mem":         {"blob", "storage"},
+	"storage/faulty":      {"blob", "storage"},
+	"storage/remote":      {"blob", "erasure", "storage"},
+	"storage/storagetest": {"blob", "erasure", "storage"},
+	"raftstore":           {"blob", "placement"},
+	"client":              {"blob", "api"},
+	"node":                {"blob", "erasure", "placement", "raftstore", "api", "storage", "storage/disk", "storage/remote"},
+	"s3":                  {"blob", "node", "raftstore"},
+	"testcluster":         {"blob", "api", "node", "s3", "storage", "storage/faulty"},
+	"cmd/atoll":           {"blob", "api", "client", "node", "s3", "testcluster"},
+	"cmd/s3bench":         {},
+	"internal/archtest":   {},
 }
 
 // owners lists the only project packages that may import each library.
@@ -86,7 +93,12 @@ func TestLayering(t *testing.T) {
 		// NB: hashicorp/raft v1.8.0 itself imports "testing" (its exported
 		// helpers in testing.go), so binaries link it anyway; we can only
 		// keep our own production code from importing it.
-		if slices.Contains(p.Imports, "testing") {
+		for _, imp := range p.Imports {
+			if dep, isOurs := strings.CutPrefix(imp, mod); isOurs && strings.HasSuffix(dep, "test") {
+				t.Errorf("%s imports the test helper %s in production code", name, dep)
+			}
+		}
+		if slices.Contains(p.Imports, "testing") && !strings.HasSuffix(name, "test") {
 			t.Errorf("%s imports the testing package in production code", name)
 		}
 		if p.Doc == "" {
