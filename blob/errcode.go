@@ -5,30 +5,102 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
+	"sync"
 )
 
 // Errors cross the HTTP API as a status and a short code in a JSON body
-// {"error": message, "code": code}; Code and FromCode convert both ways so
-// that errors.Is works on either side of the wire.
-var codes = []struct {
+// {"error": message, "code": code}. Every sentinel that can cross has a
+// code: blob's own are listed here, other packages declare theirs with
+// NewError. Code and Error.Unwrap convert both ways, so errors.Is works on
+// either side of the wire.
+type coded struct {
 	err    error
 	code   string
 	status int
-}{
-	{ErrNotFound, "not_found", http.StatusNotFound},
-	{ErrInvalidID, "invalid_id", http.StatusBadRequest},
-	{ErrCorrupt, "corrupt", http.StatusConflict},
-	{ErrTooLarge, "too_large", http.StatusRequestEntityTooLarge},
-	{ErrUnavailable, "unavailable", http.StatusServiceUnavailable},
-	{ErrNoSpace, "no_space", http.StatusInsufficientStorage},
-	{ErrBadDigest, "bad_digest", http.StatusBadRequest},
-	{ErrMissingChunks, "missing_chunks", http.StatusConflict},
-	{ErrExists, "exists", http.StatusConflict},
-	{ErrNotEmpty, "not_empty", http.StatusConflict},
+}
+
+var (
+	codesMu sync.RWMutex
+	// codes is ordered most specific first: a sentinel made by NewError
+	// comes before the parent it wraps.
+	codes = []coded{
+		{ErrNotFound, "not_found", http.StatusNotFound},
+		{ErrInvalidID, "invalid_id", http.StatusBadRequest},
+		{ErrCorrupt, "corrupt", http.StatusConflict},
+		{ErrTooLarge, "too_large", http.StatusRequestEntityTooLarge},
+		{ErrUnavailable, "unavailable", http.StatusServiceUnavailable},
+		{ErrNoSpace, "no_space", http.StatusInsufficientStorage},
+		{ErrBadDigest, "bad_digest", http.StatusBadRequest},
+		{ErrMissingChunks, "missing_chunks", http.StatusConflict},
+		{ErrExists, "exists", http.StatusConflict},
+		{ErrNotEmpty, "not_empty", http.StatusConflict},
+	}
+)
+
+// sentinel is an error made by NewError.
+type sentinel struct {
+	msg    string
+	parent error
+}
+
+func (s *sentinel) Error() string {
+	if s.parent == nil {
+		return s.msg
+	}
+	return s.msg + ": " + s.parent.Error()
+}
+
+func (s *sentinel) Unwrap() error { return s.parent }
+
+// NewError returns a new sentinel error with its own wire code, for a
+// package-level var: it keeps its identity across HTTP in any program that
+// links the package declaring it, and elsewhere still matches its parent
+// (which it wraps; nil for none). A status of 0 takes the parent's.
+// Codes are part of the API: never reuse or change one.
+func NewError(code string, status int, msg string, parent error) error {
+	codesMu.Lock()
+	defer codesMu.Unlock()
+	for _, c := range codes {
+		if c.code == code {
+			panic("blob: wire code " + code + " declared twice")
+		}
+	}
+	if status == 0 {
+		status = statusOf(parent)
+	}
+	if status == 0 {
+		panic("blob: wire code " + code + " has no status")
+	}
+	err := &sentinel{msg: msg, parent: parent}
+	codes = slices.Insert(codes, 0, coded{err, code, status})
+	return err
+}
+
+func statusOf(err error) int {
+	for _, c := range codes {
+		if c.err == err {
+			return c.status
+		}
+	}
+	return 0
+}
+
+// Codes returns every error with a wire code, most specific first.
+func Codes() []error {
+	codesMu.RLock()
+	defer codesMu.RUnlock()
+	out := make([]error, len(codes))
+	for i, c := range codes {
+		out[i] = c.err
+	}
+	return out
 }
 
 // Code returns the wire code and HTTP status for err.
 func Code(err error) (code string, status int) {
+	codesMu.RLock()
+	defer codesMu.RUnlock()
 	for _, c := range codes {
 		if errors.Is(err, c.err) {
 			return c.code, c.status
@@ -59,14 +131,29 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
-// Unwrap maps the wire code back to its sentinel.
+// Unwrap maps the wire code back to its sentinel. A code this program does
+// not know (declared in a package it does not link) falls back to the
+// sentinel of its status, so the broad meaning survives.
 func (e *Error) Unwrap() error {
+	codesMu.RLock()
+	defer codesMu.RUnlock()
 	for _, c := range codes {
 		if c.code == e.Code {
 			return c.err
 		}
 	}
-	return nil
+	return byStatus(e.Status).err
+}
+
+// byStatus returns blob's own (broad) sentinel for an HTTP status, or a
+// zero coded with the "internal" code. The caller holds codesMu.
+func byStatus(status int) coded {
+	for _, c := range codes {
+		if _, specific := c.err.(*sentinel); !specific && c.status == status {
+			return c
+		}
+	}
+	return coded{code: "internal"}
 }
 
 // ReadError decodes the error a server sent in resp (a non-2xx response).
@@ -79,13 +166,9 @@ func ReadError(resp *http.Response) error {
 		e.Message = "HTTP " + resp.Status
 	}
 	if e.Code == "" {
-		e.Code = "internal"
-		for _, c := range codes {
-			if c.status == resp.StatusCode {
-				e.Code = c.code
-				break
-			}
-		}
+		codesMu.RLock()
+		e.Code = byStatus(resp.StatusCode).code
+		codesMu.RUnlock()
 	}
 	return e
 }

@@ -309,17 +309,15 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 	writeLeaderAnswer(w, b, err)
 }
 
-// writeLeaderAnswer answers a request only the leader may serve; 421 tells
-// the caller to find the new leader.
+// writeLeaderAnswer answers a request only the leader may serve;
+// raftstore.ErrNotLeader's status, 421, tells the caller to find the new
+// leader.
 func writeLeaderAnswer(w http.ResponseWriter, v any, err error) {
-	switch {
-	case errors.Is(err, raftstore.ErrNotLeader):
-		writeJSON(w, http.StatusMisdirectedRequest, blob.Error{Code: "not_leader", Message: err.Error()})
-	case err != nil:
+	if err != nil {
 		writeError(w, err)
-	default:
-		writeJSON(w, http.StatusOK, v)
+		return
 	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (n *Node) handleUnreferenced(w http.ResponseWriter, r *http.Request) {

@@ -23,7 +23,7 @@ import (
 // cannot be kept as a one-way hash.
 
 // ErrNoMasterKey means the node was started without a master key.
-var ErrNoMasterKey = errors.New("no S3 master key configured (--s3-master-key-file)")
+var ErrNoMasterKey = blob.NewError("no_master_key", 0, "no S3 master key configured (--s3-master-key-file)", blob.ErrUnavailable)
 
 const keyAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 const secretAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

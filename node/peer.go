@@ -118,10 +118,8 @@ func askLeader[T any](ctx context.Context, n *Node, method, path string, body []
 		return v, json.NewDecoder(resp.Body).Decode(&v)
 	case http.StatusNoContent:
 		return v, nil
-	case http.StatusMisdirectedRequest:
-		return v, raftstore.ErrNotLeader
 	}
-	return v, blob.ReadError(resp)
+	return v, blob.ReadError(resp) // 421: raftstore.ErrNotLeader
 }
 
 // leader returns the current leader's addresses.

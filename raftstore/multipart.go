@@ -59,7 +59,7 @@ type CompleteUpload struct {
 }
 
 // ErrNoSuchUpload is returned for an unknown (or finished) upload.
-var ErrNoSuchUpload = fmt.Errorf("no such upload: %w", blob.ErrNotFound)
+var ErrNoSuchUpload = blob.NewError("no_such_upload", 0, "no such upload", blob.ErrNotFound)
 
 func uploadKey(r UploadRef) []byte {
 	k := append(objectKey(r.Bucket, r.Key), 0)

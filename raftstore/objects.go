@@ -59,13 +59,14 @@ type AccessKey struct {
 	Created time.Time `json:"created"`
 }
 
-// Errors of bucket and object commands. Each wraps a blob sentinel, so it
-// keeps its meaning after crossing the wire from the leader.
+// Errors of bucket and object commands. Each has its own wire code and
+// wraps a blob sentinel, so it keeps its identity after crossing the wire
+// from the leader.
 var (
-	ErrNoSuchBucket   = fmt.Errorf("no such bucket: %w", blob.ErrNotFound)
-	ErrNoSuchKey      = fmt.Errorf("no such key: %w", blob.ErrNotFound)
-	ErrBucketExists   = fmt.Errorf("bucket already exists: %w", blob.ErrExists)
-	ErrBucketNotEmpty = fmt.Errorf("bucket not empty: %w", blob.ErrNotEmpty)
+	ErrNoSuchBucket   = blob.NewError("no_such_bucket", 0, "no such bucket", blob.ErrNotFound)
+	ErrNoSuchKey      = blob.NewError("no_such_key", 0, "no such key", blob.ErrNotFound)
+	ErrBucketExists   = blob.NewError("bucket_exists", 0, "bucket already exists", blob.ErrExists)
+	ErrBucketNotEmpty = blob.NewError("bucket_not_empty", 0, "bucket not empty", blob.ErrNotEmpty)
 )
 
 func bucketKey(name string) []byte { return append([]byte{prefixFSM, 'B'}, name...) }

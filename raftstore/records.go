@@ -1,8 +1,7 @@
 package raftstore
 
 import (
-	"errors"
-	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/atollstore/atoll/blob"
@@ -37,11 +36,11 @@ type Chunk struct {
 // reclaimed before the put committed; the put must be retried. It wraps
 // blob.ErrMissingChunks, so it keeps its meaning across the wire (a
 // command forwarded to the leader).
-var ErrChunkGone = fmt.Errorf("a reused chunk was reclaimed before the commit: %w", blob.ErrMissingChunks)
+var ErrChunkGone = blob.NewError("chunk_gone", 0, "a reused chunk was reclaimed before the commit", blob.ErrMissingChunks)
 
 // ErrStale is returned by a shard move whose expected locations no longer
 // match: someone else moved the chunk first.
-var ErrStale = errors.New("chunk locations changed")
+var ErrStale = blob.NewError("stale", http.StatusConflict, "chunk locations changed", nil)
 
 // Member states in the layout. Only active members receive new shards and
 // raft votes.

@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,7 +34,7 @@ import (
 )
 
 // ErrNotLeader is returned by writes on a node that is not the leader.
-var ErrNotLeader = errors.New("not the raft leader")
+var ErrNotLeader = blob.NewError("not_leader", http.StatusMisdirectedRequest, "not the raft leader", nil)
 
 // Options configure a Store.
 type Options struct {

@@ -52,9 +52,9 @@ var (
 )
 
 // toS3 maps an error of the lower layers to an S3 error. notFound is the
-// error a plain "not found" means in the request's context: errors of
-// commands applied by the leader arrive as wire codes (blob sentinels),
-// while local reads keep raftstore's own.
+// error a plain "not found" means in the request's context. raftstore's
+// sentinels keep their identity when a command is applied by the leader
+// (they have wire codes).
 func toS3(err error, notFound *Error) *Error {
 	var e *Error
 	switch {
