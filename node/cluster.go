@@ -72,52 +72,18 @@ func (n *Node) Cluster(ctx context.Context) api.ClusterInfo {
 	return ci
 }
 
-// guarantee decides whether the cluster, as it is now, survives losing
-// one more region: the live nodes must span enough regions to keep at most
-// m shards per region, and the live voters outside every region must still
-// be a majority of all voters. A region that is down therefore voids the
-// guarantee until it returns (or, later, until repair restores it).
+// guarantee says whether the cluster, as it is now, survives losing one
+// more region (placement.Policy.Assess).
 func (n *Node) guarantee(layout raftstore.Layout, voters map[blob.NodeID]bool, nodes []api.NodeInfo) (bool, []string) {
-	var warns []string
-	ok := true
 	alive := map[blob.NodeID]bool{}
 	for _, ni := range nodes {
 		alive[ni.ID] = ni.State == api.StateAlive // NB: suspect counts as at risk
 	}
-	var live []placement.Node
-	for _, m := range layout.Nodes {
-		if alive[m.ID] {
-			live = append(live, m.Node)
-		}
+	members := make([]placement.Member, len(layout.Nodes))
+	for i, m := range layout.Nodes {
+		members[i] = placement.Member{Node: m.Node, Alive: alive[m.ID], Voter: voters[m.ID]}
 	}
-	if down := len(placement.Regions(layout.PlacementNodes())) - len(placement.Regions(live)); down > 0 {
-		warns = append(warns, fmt.Sprintf("%d region(s) entirely down: new chunks are spread over the remaining regions", down))
-	}
-	if !n.policy.ToleratesRegionLoss(live) {
-		ok = false
-		warns = append(warns, fmt.Sprintf("live nodes span %d region(s); %d+%d with at most %d shards per region needs %d: losing a region can lose data",
-			len(placement.Regions(live)), n.cfg.K, n.cfg.M, n.cfg.M, (n.cfg.K+2*n.cfg.M-1)/n.cfg.M))
-	}
-	total := 0
-	liveIn := map[blob.Region]int{}
-	liveVoters := 0
-	for _, m := range layout.Nodes {
-		if !voters[m.ID] {
-			continue
-		}
-		total++
-		if alive[m.ID] {
-			liveVoters++
-			liveIn[m.Region]++
-		}
-	}
-	for _, r := range placement.Regions(live) {
-		if liveVoters-liveIn[r] <= total/2 {
-			ok = false
-			warns = append(warns, fmt.Sprintf("losing region %s would lose the raft quorum (%d of %d live voters are there, %d needed)", r, liveIn[r], liveVoters, total/2+1))
-		}
-	}
-	return ok, warns
+	return n.policy.Assess(members)
 }
 
 // degradedChunks counts chunks with a shard on a node that is not both

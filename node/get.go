@@ -1,16 +1,15 @@
 package node
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/placement"
 	"github.com/atollstore/atoll/raftstore"
 	"github.com/zeebo/blake3"
 )
@@ -80,9 +79,9 @@ func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length in
 }
 
 // fetchChunk gathers k verified shards of chunk c, reconstructing missing
-// data shards, and checks the chunk's hash. Shards are tried in order of
-// preference — live before suspect before dead, this region before others,
-// data before parity — k at a time; each failure starts the next candidate.
+// data shards, and checks the chunk's hash. Shards are tried in
+// placement.RankReads' order of preference, k at a time; each failure
+// starts the next candidate.
 func (n *Node) fetchChunk(ctx context.Context, k, m int, c raftstore.Chunk) ([][]byte, error) {
 	total := k + m
 	if len(c.Shards) != total {
@@ -92,30 +91,17 @@ func (n *Node) fetchChunk(ctx context.Context, k, m int, c raftstore.Chunk) ([][
 	type candidate struct {
 		index int
 		m     raftstore.Member
-		cost  int
 	}
 	var cands []candidate
-	for i, id := range c.Shards {
+	members := map[blob.NodeID]raftstore.Member{}
+	order := placement.RankReads(c.Shards, k, n.cfg.Region, func(id blob.NodeID) (placement.Holder, bool) {
 		m, ok := n.member(id, layout)
-		if !ok {
-			continue
-		}
-		cost := 0
-		switch n.gossip.state(id) {
-		case api.StateDead:
-			cost += 100
-		case api.StateSuspect:
-			cost += 50
-		}
-		if id != n.cfg.ID && m.Region != n.cfg.Region {
-			cost += 2
-		}
-		if i >= k {
-			cost++
-		}
-		cands = append(cands, candidate{i, m, cost})
+		members[id] = m
+		return placement.Holder{Region: m.Region, Health: n.health(id), Local: id == n.cfg.ID}, ok
+	})
+	for _, i := range order {
+		cands = append(cands, candidate{i, members[c.Shards[i]]})
 	}
-	slices.SortStableFunc(cands, func(a, b candidate) int { return cmp.Compare(a.cost, b.cost) })
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -211,4 +197,15 @@ func (w *window) Write(p []byte) (int, error) {
 		w.left -= int64(len(p))
 	}
 	return n, nil
+}
+
+// health is how gossip and recent requests see node id.
+func (n *Node) health(id blob.NodeID) placement.Health {
+	switch n.gossip.state(id) {
+	case api.StateDead:
+		return placement.Dead
+	case api.StateSuspect:
+		return placement.Suspect
+	}
+	return placement.Alive
 }

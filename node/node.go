@@ -452,7 +452,7 @@ func (n *Node) warnIfFragile(warned bool) bool {
 	if fragile && !warned {
 		n.log.Warn("cluster layout does NOT tolerate the loss of a region",
 			"regions", len(placement.Regions(l.PlacementNodes())), "k", n.cfg.K, "m", n.cfg.M,
-			"regions_needed", (n.cfg.K+2*n.cfg.M-1)/n.cfg.M)
+			"regions_needed", n.policy.RegionsNeeded())
 	}
 	return fragile
 }

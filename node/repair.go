@@ -131,7 +131,7 @@ func (n *Node) reconcile(ctx context.Context, limiter *rate.Limiter) error {
 	}
 	var plan []planned
 	err = n.meta.Chunks(func(c raftstore.Chunk, k, m int) bool {
-		if to := n.target(active, c, k, m); to != nil {
+		if to := (placement.Policy{K: k, M: m}).Target(active, c.ID, c.Shards); to != nil {
 			plan = append(plan, planned{c, k, m, to})
 		}
 		return true
@@ -170,46 +170,6 @@ func (n *Node) reconcile(ctx context.Context, limiter *rate.Limiter) error {
 	g.Wait()
 	n.repair.update(func(s *api.RepairStatus) { s.Running = false; s.Failed = failed })
 	return ctx.Err()
-}
-
-// target returns where c's shards should be, or nil if they already are.
-// It is placement's choice over the active nodes, matched against the
-// current locations so that a node keeping a shard keeps its index: only
-// what must move, moves.
-func (n *Node) target(active []placement.Node, c raftstore.Chunk, k, m int) []blob.NodeID {
-	ideal, err := (placement.Policy{K: k, M: m}).Place(active, c.ID)
-	if err != nil || len(c.Shards) != len(ideal) {
-		return nil
-	}
-	want := map[blob.NodeID]int{}
-	for _, id := range ideal {
-		want[id]++
-	}
-	to := make([]blob.NodeID, len(ideal))
-	for i, cur := range c.Shards {
-		if want[cur] > 0 {
-			to[i] = cur
-			want[cur]--
-		}
-	}
-	var spare []blob.NodeID
-	for _, id := range ideal {
-		if want[id] > 0 {
-			spare = append(spare, id)
-			want[id]--
-		}
-	}
-	changed := false
-	for i := range to {
-		if to[i] == "" {
-			to[i], spare = spare[0], spare[1:]
-			changed = true
-		}
-	}
-	if !changed {
-		return nil
-	}
-	return to
 }
 
 // move carries out one planned chunk: each shard that changes node is
