@@ -20,37 +20,34 @@ import (
 
 func (n *Node) handleDrain(w http.ResponseWriter, r *http.Request) {
 	id := blob.NodeID(r.PathValue("id"))
-	_, err := viaLeader(r.Context(), n, http.MethodPost, r.URL.Path, nil, func(ctx context.Context) (*raftstore.Blob, error) {
+	_, err := viaLeader(r.Context(), n, http.MethodPost, r.URL.Path, nil, func(ctx context.Context) (raftstore.Result, error) {
 		l, err := n.meta.Layout()
 		if err != nil {
-			return nil, err
+			return raftstore.Result{}, err
 		}
 		m, ok := l.Member(id)
 		if !ok {
-			return nil, fmt.Errorf("node %s: %w", id, blob.ErrNotFound)
+			return raftstore.Result{}, fmt.Errorf("node %s: %w", id, blob.ErrNotFound)
 		}
 		if m.State == raftstore.StateDraining {
-			return nil, nil
+			return raftstore.Result{}, nil
 		}
 		m.State = raftstore.StateDraining
-		cmd, err := raftstore.SetMemberCommand(m)
-		if err != nil {
-			return nil, err
-		}
+		cmd := raftstore.SetMemberCommand(m)
 		n.log.Info("node draining", "member", id)
-		return n.meta.ApplyJSON(ctx, cmd)
+		return n.meta.Apply(ctx, cmd)
 	})
 	n.writeAdminResult(w, err)
 }
 
 func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
 	id := blob.NodeID(r.PathValue("id"))
-	_, err := viaLeader(r.Context(), n, http.MethodDelete, r.URL.Path, nil, func(ctx context.Context) (*raftstore.Blob, error) {
+	_, err := viaLeader(r.Context(), n, http.MethodDelete, r.URL.Path, nil, func(ctx context.Context) (raftstore.Result, error) {
 		if err := n.meta.Barrier(ctx); err != nil {
-			return nil, err
+			return raftstore.Result{}, err
 		}
 		if id == n.cfg.ID {
-			return nil, &blob.Error{Code: "conflict", Status: http.StatusConflict, Message: "the raft leader cannot remove itself; remove it from another node after leadership moves"}
+			return raftstore.Result{}, &blob.Error{Code: "conflict", Status: http.StatusConflict, Message: "the raft leader cannot remove itself; remove it from another node after leadership moves"}
 		}
 		held := 0
 		n.meta.Chunks(func(c raftstore.Chunk, _, _ int) bool {
@@ -62,15 +59,12 @@ func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
 			return true
 		})
 		if held > 0 {
-			return nil, &blob.Error{Code: "conflict", Status: http.StatusConflict,
+			return raftstore.Result{}, &blob.Error{Code: "conflict", Status: http.StatusConflict,
 				Message: fmt.Sprintf("node %s still holds %d shards, some the only copy of their shard: drain it first (atoll node drain %s)", id, held, id)}
 		}
-		cmd, err := raftstore.RemoveMemberCommand(id)
-		if err != nil {
-			return nil, err
-		}
+		cmd := raftstore.RemoveMemberCommand(id)
 		n.log.Info("node removed", "member", id)
-		return n.meta.ApplyJSON(ctx, cmd)
+		return n.meta.Apply(ctx, cmd)
 	})
 	n.writeAdminResult(w, err)
 }

@@ -234,11 +234,7 @@ func (n *Node) handleDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	cmd, err := raftstore.DeleteBlobCommand(id)
-	if err == nil {
-		_, err = n.apply(r.Context(), cmd)
-	}
-	if err != nil {
+	if _, err := n.apply(r.Context(), raftstore.DeleteBlobCommand(id)); err != nil {
 		writeError(w, fmt.Errorf("blob %s: %w", id, err))
 		return
 	}
@@ -300,13 +296,13 @@ func shardState(err error) string {
 }
 
 func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
-	cmd, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
-	if err != nil {
-		writeError(w, err)
+	var cmd raftstore.Command
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<20)).Decode(&cmd); err != nil {
+		writeError(w, fmt.Errorf("%w: undecodable command: %v", blob.ErrInvalidID, err))
 		return
 	}
-	b, err := n.meta.ApplyJSON(r.Context(), cmd)
-	writeLeaderAnswer(w, b, err)
+	res, err := n.meta.Apply(r.Context(), cmd)
+	writeLeaderAnswer(w, res, err)
 }
 
 // writeLeaderAnswer answers a request only the leader may serve;

@@ -44,10 +44,7 @@ func (n *Node) have(ctx context.Context, ids []blob.ID) ([]blob.ID, error) {
 	if err != nil || len(unclaimed) == 0 {
 		return missing, err
 	}
-	cmd, err := raftstore.TouchStagedCommand(raftstore.TouchStaged{IDs: unclaimed, At: time.Now().UTC()})
-	if err != nil {
-		return nil, err
-	}
+	cmd := raftstore.TouchStagedCommand(raftstore.TouchStaged{IDs: unclaimed, At: time.Now().UTC()})
 	if _, err := n.apply(ctx, cmd); err != nil {
 		return nil, fmt.Errorf("renewing staged chunks: %w", err)
 	}
@@ -127,13 +124,10 @@ func (n *Node) PutChunk(ctx context.Context, id blob.ID, r io.Reader) (stored bo
 	if err != nil || reused {
 		return false, err
 	}
-	cmd, err := raftstore.StageChunkCommand(raftstore.StagedChunk{
+	cmd := raftstore.StageChunkCommand(raftstore.StagedChunk{
 		Chunk: raftstore.Chunk{ID: id, Len: int64(got), Shards: shards},
 		K:     n.cfg.K, M: n.cfg.M, At: time.Now().UTC(),
 	})
-	if err != nil {
-		return false, err
-	}
 	if _, err := n.apply(ctx, cmd); err != nil {
 		return false, fmt.Errorf("committing chunk %s: %w", id, err)
 	}
@@ -193,10 +187,7 @@ func (n *Node) PutManifest(ctx context.Context, m api.Manifest) (*raftstore.Blob
 	if got := blob.ID(h.Sum(nil)); got != m.ID {
 		return nil, false, fmt.Errorf("%w: the chunks hash to %s, not %s", blob.ErrBadDigest, got, m.ID)
 	}
-	cmd, err := raftstore.PutBlobCommand(rec)
-	if err != nil {
-		return nil, false, err
-	}
+	cmd := raftstore.PutBlobCommand(rec)
 	if _, err := n.apply(ctx, cmd); err != nil {
 		return nil, false, fmt.Errorf("committing blob %s: %w", m.ID, err) // ErrChunkGone is a missing_chunks
 	}
@@ -232,11 +223,8 @@ func (n *Node) dropAbandoned(ctx context.Context) error {
 	for len(ids) > 0 && err == nil {
 		batch := ids[:min(len(ids), 1000)]
 		ids = ids[len(batch):]
-		var cmd []byte
-		if cmd, err = raftstore.DropStagedCommand(raftstore.DropStaged{IDs: batch, Before: before}); err == nil {
-			_, err = n.meta.ApplyJSON(ctx, cmd)
-			n.log.Info("dropped abandoned staged chunks", "chunks", len(batch), "err", err)
-		}
+		_, err = n.meta.Apply(ctx, raftstore.DropStagedCommand(raftstore.DropStaged{IDs: batch, Before: before}))
+		n.log.Info("dropped abandoned staged chunks", "chunks", len(batch), "err", err)
 	}
 	return err
 }

@@ -65,10 +65,7 @@ func (n *Node) CreateAccessKey(ctx context.Context) (api.AccessKey, error) {
 	nonce := make([]byte, aead.NonceSize())
 	rand.Read(nonce)
 	sealed := aead.Seal(nonce, nonce, []byte(k.SecretKey), []byte(k.AccessKey))
-	cmd, err := raftstore.PutAccessKeyCommand(raftstore.AccessKey{ID: k.AccessKey, Sealed: sealed, Created: k.Created})
-	if err != nil {
-		return api.AccessKey{}, err
-	}
+	cmd := raftstore.PutAccessKeyCommand(raftstore.AccessKey{ID: k.AccessKey, Sealed: sealed, Created: k.Created})
 	return k, n.Apply(ctx, cmd)
 }
 
@@ -125,11 +122,7 @@ func (n *Node) handleListKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleDeleteKey(w http.ResponseWriter, r *http.Request) {
-	cmd, err := raftstore.DeleteAccessKeyCommand(r.PathValue("id"))
-	if err == nil {
-		err = n.Apply(r.Context(), cmd)
-	}
-	if err != nil {
+	if err := n.Apply(r.Context(), raftstore.DeleteAccessKeyCommand(r.PathValue("id"))); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -486,11 +486,8 @@ func (n *Node) maintainLayout() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	set := func(m raftstore.Member, why string) error {
-		cmd, err := raftstore.SetMemberCommand(m)
-		if err != nil {
-			return err
-		}
-		if _, err := n.meta.ApplyJSON(ctx, cmd); err != nil {
+		cmd := raftstore.SetMemberCommand(m)
+		if _, err := n.meta.Apply(ctx, cmd); err != nil {
 			return err
 		}
 		n.log.Info("layout: "+why, "member", m.ID, "region", m.Region, "state", m.State)

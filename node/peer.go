@@ -63,14 +63,18 @@ func (n *Node) checkShard(ctx context.Context, m raftstore.Member, chunk blob.ID
 
 // apply commits a metadata command through the leader, retrying across
 // elections until ctx ends (30 s if it has no deadline).
-func (n *Node) apply(ctx context.Context, cmd []byte) (*raftstore.Blob, error) {
+func (n *Node) apply(ctx context.Context, cmd raftstore.Command) (raftstore.Result, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	return viaLeader(ctx, n, http.MethodPost, "/internal/apply", cmd,
-		func(ctx context.Context) (*raftstore.Blob, error) { return n.meta.ApplyJSON(ctx, cmd) })
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return raftstore.Result{}, err
+	}
+	return viaLeader(ctx, n, http.MethodPost, "/internal/apply", body,
+		func(ctx context.Context) (raftstore.Result, error) { return n.meta.Apply(ctx, cmd) })
 }
 
 // viaLeader runs local if this node leads, or else sends the request to

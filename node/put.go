@@ -30,10 +30,7 @@ func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd, err := raftstore.PutBlobCommand(*rec)
-	if err != nil {
-		return nil, err
-	}
+	cmd := raftstore.PutBlobCommand(*rec)
 	if _, err := n.apply(ctx, cmd); err != nil {
 		if errors.Is(err, blob.ErrMissingChunks) { // a reused chunk was reclaimed meanwhile
 			err = fmt.Errorf("%w: %v", blob.ErrUnavailable, err) // the client may retry

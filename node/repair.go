@@ -210,10 +210,7 @@ func (n *Node) move(ctx context.Context, layout raftstore.Layout, p planned, lim
 		}
 		written += int64(len(payload))
 	}
-	cmd, err := raftstore.MoveShardsCommand(raftstore.ShardMove{Chunk: c.ID, From: c.Shards, To: p.to})
-	if err != nil {
-		return written, err
-	}
+	cmd := raftstore.MoveShardsCommand(raftstore.ShardMove{Chunk: c.ID, From: c.Shards, To: p.to})
 	if _, err := n.apply(ctx, cmd); err != nil {
 		if errors.Is(err, raftstore.ErrStale) || errors.Is(err, blob.ErrNotFound) {
 			return written, nil // moved or deleted meanwhile; the next pass decides again

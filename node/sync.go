@@ -10,10 +10,10 @@ import (
 	"github.com/atollstore/atoll/raftstore"
 )
 
-// Apply commits an encoded raftstore command through the leader and waits
-// until this node's replica has applied it, so the caller reads its own
-// write here at once.
-func (n *Node) Apply(ctx context.Context, cmd []byte) error {
+// Apply commits a raftstore command through the leader and waits until
+// this node's replica has applied it, so the caller reads its own write
+// here at once.
+func (n *Node) Apply(ctx context.Context, cmd raftstore.Command) error {
 	if _, err := n.apply(ctx, cmd); err != nil {
 		return err
 	}
@@ -36,9 +36,9 @@ func (n *Node) Sync(ctx context.Context) error {
 	return nil
 }
 
-// Meta is this node's replica of the cluster metadata. Reads are local:
-// call Sync first where a read must see every committed write.
-func (n *Node) Meta() *raftstore.Store { return n.meta }
+// Meta is this node's replica of the cluster metadata, read-only. Reads
+// are local: call Sync first where a read must see every committed write.
+func (n *Node) Meta() raftstore.Reader { return n.meta }
 
 func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {
 	idx, err := n.meta.ReadIndex(r.Context())

@@ -115,11 +115,16 @@ func (f *fsm) Apply(l *raft.Log) any {
 		if l.Index <= applied {
 			return nil
 		}
-		var c command
+		// NB: whatever the entry holds, every replica reaches the same
+		// verdict; an entry that cannot be applied is rejected, never a panic
+		// (which would recur on every replica and every replay).
+		var c Command
 		if err := json.Unmarshal(l.Data, &c); err != nil {
-			return fmt.Errorf("raftstore: undecodable command at %d: %w", l.Index, err)
+			res.Err = fmt.Errorf("raftstore: undecodable command at %d: %v", l.Index, err)
+		} else {
+			res = apply(txn, c)
 		}
-		if res = apply(txn, c); res.Err != nil {
+		if res.Err != nil {
 			return errRejected
 		}
 		return markApplied(txn)
@@ -145,8 +150,15 @@ func (f *fsm) Apply(l *raft.Log) any {
 var errRejected = errors.New("command rejected")
 
 // apply executes one command. Domain errors (e.g. deleting an unknown blob)
-// are returned in the result, not as transaction errors.
-func apply(txn *badger.Txn, c command) applyResult {
+// are returned in the result, not as transaction errors. The switch covers
+// every operation of Command (TestApplyCoversEveryCommand).
+func apply(txn *badger.Txn, c Command) applyResult {
+	if c.V > CommandVersion {
+		return applyResult{Err: fmt.Errorf("raftstore: command of version %d, this build knows up to %d", c.V, CommandVersion)}
+	}
+	if n := c.operations(); n != 1 {
+		return applyResult{Err: fmt.Errorf("raftstore: a command holds %d operations, want 1", n)}
+	}
 	switch {
 	case c.PutBlob != nil:
 		b, err := applyPutBlob(txn, *c.PutBlob)
@@ -188,8 +200,12 @@ func apply(txn *badger.Txn, c command) applyResult {
 	case c.AbortUpload != nil:
 		return applyResult{Err: applyAbortUpload(txn, *c.AbortUpload)}
 	}
-	return applyResult{Err: errors.New("raftstore: empty command")}
+	return applyResult{Err: errUnknownCommand}
 }
+
+// errUnknownCommand is apply's verdict on an operation it has no case for:
+// a bug, caught by TestApplyCoversEveryCommand.
+var errUnknownCommand = errors.New("raftstore: command with no apply case")
 
 func applyPutBlob(txn *badger.Txn, b Blob) (*Blob, error) {
 	var existing Blob

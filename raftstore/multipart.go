@@ -79,22 +79,20 @@ func partKey(upload string, n int) []byte {
 	return binary.BigEndian.AppendUint16(partsPrefix(upload), uint16(n))
 }
 
-// CreateUploadCommand encodes the start of an upload.
-func CreateUploadCommand(u Upload) ([]byte, error) { return json.Marshal(command{CreateUpload: &u}) }
+// CreateUploadCommand is the start of an upload.
+func CreateUploadCommand(u Upload) Command { return Command{CreateUpload: &u} }
 
-// PutPartCommand encodes the commit of a part (replacing one of the same
+// PutPartCommand is the commit of a part (replacing one of the same
 // number) of upload r.
-func PutPartCommand(r UploadRef, p Part) ([]byte, error) {
-	return json.Marshal(command{PutPart: &putPart{UploadRef: r, Part: p}})
+func PutPartCommand(r UploadRef, p Part) Command {
+	return Command{PutPart: &putPart{UploadRef: r, Part: p}}
 }
 
-// CompleteUploadCommand encodes the completion of an upload.
-func CompleteUploadCommand(c CompleteUpload) ([]byte, error) {
-	return json.Marshal(command{CompleteUpload: &c})
-}
+// CompleteUploadCommand is the completion of an upload.
+func CompleteUploadCommand(c CompleteUpload) Command { return Command{CompleteUpload: &c} }
 
-// AbortUploadCommand encodes the abandonment of an upload.
-func AbortUploadCommand(r UploadRef) ([]byte, error) { return json.Marshal(command{AbortUpload: &r}) }
+// AbortUploadCommand is the abandonment of an upload.
+func AbortUploadCommand(r UploadRef) Command { return Command{AbortUpload: &r} }
 
 type putPart struct {
 	UploadRef

@@ -78,28 +78,24 @@ func accessKeyKey(id string) []byte       { return append([]byte{prefixFSM, 'K'}
 
 // Command encoders.
 
-// CreateBucketCommand encodes the creation of b.
-func CreateBucketCommand(b Bucket) ([]byte, error) { return json.Marshal(command{CreateBucket: &b}) }
+// CreateBucketCommand is the creation of b.
+func CreateBucketCommand(b Bucket) Command { return Command{CreateBucket: &b} }
 
-// DeleteBucketCommand encodes the deletion of an empty bucket.
-func DeleteBucketCommand(name string) ([]byte, error) {
-	return json.Marshal(command{DeleteBucket: &name})
-}
+// DeleteBucketCommand is the deletion of an empty bucket.
+func DeleteBucketCommand(name string) Command { return Command{DeleteBucket: &name} }
 
-// PutObjectCommand encodes the commit of o, replacing any object of that
+// PutObjectCommand is the commit of o, replacing any object of that
 // key. Its chunks follow the rules of PutBlob (Reused ones must exist).
-func PutObjectCommand(o Object) ([]byte, error) { return json.Marshal(command{PutObject: &o}) }
+func PutObjectCommand(o Object) Command { return Command{PutObject: &o} }
 
-// DeleteObjectCommand encodes the deletion of an object; deleting a key
+// DeleteObjectCommand is the deletion of an object; deleting a key
 // that does not exist succeeds, as in S3.
-func DeleteObjectCommand(r ObjectRef) ([]byte, error) {
-	return json.Marshal(command{DeleteObject: &r})
-}
+func DeleteObjectCommand(r ObjectRef) Command { return Command{DeleteObject: &r} }
 
-// DeleteObjectsCommand encodes the deletion of several objects of a
+// DeleteObjectsCommand is the deletion of several objects of a
 // bucket in one entry.
-func DeleteObjectsCommand(bucket string, keys []string) ([]byte, error) {
-	return json.Marshal(command{DeleteObjects: &deleteObjects{Bucket: bucket, Keys: keys}})
+func DeleteObjectsCommand(bucket string, keys []string) Command {
+	return Command{DeleteObjects: &deleteObjects{Bucket: bucket, Keys: keys}}
 }
 
 type deleteObjects struct {
@@ -107,13 +103,11 @@ type deleteObjects struct {
 	Keys   []string `json:"keys"`
 }
 
-// PutAccessKeyCommand encodes the creation of an access key.
-func PutAccessKeyCommand(k AccessKey) ([]byte, error) { return json.Marshal(command{PutAccessKey: &k}) }
+// PutAccessKeyCommand is the creation of an access key.
+func PutAccessKeyCommand(k AccessKey) Command { return Command{PutAccessKey: &k} }
 
-// DeleteAccessKeyCommand encodes the deletion of an access key.
-func DeleteAccessKeyCommand(id string) ([]byte, error) {
-	return json.Marshal(command{DeleteAccessKey: &id})
-}
+// DeleteAccessKeyCommand is the deletion of an access key.
+func DeleteAccessKeyCommand(id string) Command { return Command{DeleteAccessKey: &id} }
 
 // Apply functions.
 

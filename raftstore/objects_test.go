@@ -19,7 +19,7 @@ func TestBucketsAndObjects(t *testing.T) {
 	defer func() { n.s.Close() }()
 	n.s.Bootstrap(n.id)
 	nodes := []*testNode{n}
-	try := func(cmd []byte, _ error) error {
+	try := func(cmd Command) error {
 		t.Helper()
 		var err error
 		waitFor(t, "apply", func() bool {
@@ -27,14 +27,14 @@ func TestBucketsAndObjects(t *testing.T) {
 			if l == nil {
 				return false
 			}
-			_, err = l.s.ApplyJSON(context.Background(), cmd)
+			_, err = l.s.Apply(context.Background(), cmd)
 			return !errors.Is(err, ErrNotLeader)
 		})
 		return err
 	}
-	must := func(cmd []byte, err error) {
+	must := func(cmd Command) {
 		t.Helper()
-		if err := try(cmd, err); err != nil {
+		if err := try(cmd); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -155,11 +155,8 @@ func TestMultipartUploads(t *testing.T) {
 	defer func() { n.s.Close() }()
 	n.s.Bootstrap(n.id)
 	nodes := []*testNode{n}
-	must := func(cmd []byte, err error) {
+	must := func(cmd Command) {
 		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
 		mustApply(t, nodes, cmd)
 	}
 	part := func(num int, chunks ...blob.ID) Part {
@@ -228,21 +225,19 @@ func TestMultipartUploads(t *testing.T) {
 	must(DeleteBucketCommand("b"))
 }
 
-// tryApply returns a function that applies an encoded command on the
-// leader and returns the command's error.
-func tryApply(nodes []*testNode) func([]byte, error) error {
-	return func(cmd []byte, err error) error {
-		for err == nil {
+// tryApply returns a function that applies a command on the leader and
+// returns the command's error.
+func tryApply(nodes []*testNode) func(Command) error {
+	return func(cmd Command) error {
+		for {
 			l := leaderOf(nodes)
 			if l == nil {
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
-			if _, err = l.s.ApplyJSON(context.Background(), cmd); !errors.Is(err, ErrNotLeader) {
+			if _, err := l.s.Apply(context.Background(), cmd); !errors.Is(err, ErrNotLeader) {
 				return err
 			}
-			err = nil
 		}
-		return err
 	}
 }

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"net/http"
+	"reflect"
 	"time"
 
 	"github.com/atollstore/atoll/blob"
@@ -144,8 +145,17 @@ type ShardMove struct {
 	To    []blob.NodeID `json:"to"`
 }
 
-// command is one raft log entry. Exactly one field is set.
-type command struct {
+// CommandVersion is the format version of the commands this build
+// proposes. A replica refuses (deterministically, as a rejected command)
+// a command of a newer version than it knows.
+const CommandVersion = 1
+
+// Command is one raft log entry: a version marker and exactly one
+// operation. Build commands with the XCommand constructors; Store.Apply
+// stamps the version.
+type Command struct {
+	V int `json:"v,omitempty"` // CommandVersion of the proposer; 0 (entries older than the marker) is 1
+
 	PutBlob      *Blob        `json:"put_blob,omitempty"`
 	DeleteBlob   *blob.ID     `json:"delete_blob,omitempty"`
 	SetMember    *Member      `json:"set_member,omitempty"`
@@ -167,4 +177,21 @@ type command struct {
 	PutPart        *putPart        `json:"put_part,omitempty"`
 	CompleteUpload *CompleteUpload `json:"complete_upload,omitempty"`
 	AbortUpload    *UploadRef      `json:"abort_upload,omitempty"`
+}
+
+// operations counts the operations set in c (a valid command has one).
+func (c Command) operations() int {
+	n := 0
+	v := reflect.ValueOf(c)
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {
+			n++
+		}
+	}
+	return n
+}
+
+// Result is what a committed command returns besides its error.
+type Result struct {
+	Blob *Blob `json:"blob,omitempty"` // PutBlob: the record now stored (an existing one for known content)
 }

@@ -262,14 +262,18 @@ func (s *Store) Close() error {
 	return errors.Join(err, s.db.Close())
 }
 
-// apply replicates c through raft; only the leader may call it.
-func (s *Store) apply(ctx context.Context, c command) (applyResult, error) {
+// Apply replicates c through raft and returns its result once this
+// leader has applied it; only the leader may call it (ErrNotLeader).
+// Commands arriving from other nodes come here too: the leader decodes
+// them and proposes them again, stamped with its CommandVersion.
+func (s *Store) Apply(ctx context.Context, c Command) (Result, error) {
 	if !s.IsLeader() {
-		return applyResult{}, ErrNotLeader
+		return Result{}, ErrNotLeader
 	}
+	c.V = CommandVersion
 	data, err := json.Marshal(c)
 	if err != nil {
-		return applyResult{}, err
+		return Result{}, err
 	}
 	timeout := 10 * time.Second
 	if d, ok := ctx.Deadline(); ok {
@@ -278,55 +282,38 @@ func (s *Store) apply(ctx context.Context, c command) (applyResult, error) {
 	f := s.raft.Apply(data, timeout)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return applyResult{}, fmt.Errorf("%w: %v", ErrNotLeader, err)
+			return Result{}, fmt.Errorf("%w: %v", ErrNotLeader, err)
 		}
-		return applyResult{}, err
+		return Result{}, err
 	}
 	res, _ := f.Response().(applyResult)
-	return res, nil
+	return Result{Blob: res.Blob}, res.Err
 }
 
-// ApplyJSON applies an encoded command received from another node (the
-// leader forwards writes it receives this way). It returns the encoded
-// result.
-func (s *Store) ApplyJSON(ctx context.Context, data []byte) (*Blob, error) {
-	var c command
-	if err := json.Unmarshal(data, &c); err != nil {
-		return nil, fmt.Errorf("raftstore: bad command: %w", err)
-	}
-	res, err := s.apply(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	return res.Blob, res.Err
-}
+// PutBlobCommand is the command that commits b.
+func PutBlobCommand(b Blob) Command { return Command{PutBlob: &b} }
 
-// PutBlobCommand encodes the command that commits b.
-func PutBlobCommand(b Blob) ([]byte, error) { return json.Marshal(command{PutBlob: &b}) }
+// DeleteBlobCommand is the command that deletes blob id.
+func DeleteBlobCommand(id blob.ID) Command { return Command{DeleteBlob: &id} }
 
-// DeleteBlobCommand encodes the command that deletes blob id.
-func DeleteBlobCommand(id blob.ID) ([]byte, error) { return json.Marshal(command{DeleteBlob: &id}) }
+// SetMemberCommand is the command that adds or updates m in the layout.
+func SetMemberCommand(m Member) Command { return Command{SetMember: &m} }
 
-// SetMemberCommand encodes the command that adds or updates m in the layout.
-func SetMemberCommand(m Member) ([]byte, error) { return json.Marshal(command{SetMember: &m}) }
+// MoveShardsCommand is a compare-and-set of a chunk's shard locations.
+func MoveShardsCommand(mv ShardMove) Command { return Command{MoveShards: &mv} }
 
-// MoveShardsCommand encodes a compare-and-set of a chunk's shard locations.
-func MoveShardsCommand(mv ShardMove) ([]byte, error) { return json.Marshal(command{MoveShards: &mv}) }
+// RemoveMemberCommand is the removal of a node from the layout.
+func RemoveMemberCommand(id blob.NodeID) Command { return Command{RemoveMember: &id} }
 
-// RemoveMemberCommand encodes the removal of a node from the layout.
-func RemoveMemberCommand(id blob.NodeID) ([]byte, error) {
-	return json.Marshal(command{RemoveMember: &id})
-}
-
-// StageChunkCommand encodes the command that records a chunk stored ahead
+// StageChunkCommand is the command that records a chunk stored ahead
 // of its blob.
-func StageChunkCommand(c StagedChunk) ([]byte, error) { return json.Marshal(command{StageChunk: &c}) }
+func StageChunkCommand(c StagedChunk) Command { return Command{StageChunk: &c} }
 
-// TouchStagedCommand encodes the renewal of staged chunks' grace.
-func TouchStagedCommand(t TouchStaged) ([]byte, error) { return json.Marshal(command{TouchStaged: &t}) }
+// TouchStagedCommand is the renewal of staged chunks' grace.
+func TouchStagedCommand(t TouchStaged) Command { return Command{TouchStaged: &t} }
 
-// DropStagedCommand encodes the removal of abandoned staged chunks.
-func DropStagedCommand(d DropStaged) ([]byte, error) { return json.Marshal(command{DropStaged: &d}) }
+// DropStagedCommand is the removal of abandoned staged chunks.
+func DropStagedCommand(d DropStaged) Command { return Command{DropStaged: &d} }
 
 // Blob returns the committed record of id with chunk locations filled in,
 // from the local replica. An unknown ID yields blob.ErrNotFound.

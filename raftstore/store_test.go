@@ -50,7 +50,7 @@ func leaderOf(nodes []*testNode) *testNode {
 	return nil
 }
 
-func mustApply(t *testing.T, nodes []*testNode, cmd []byte) *Blob {
+func mustApply(t *testing.T, nodes []*testNode, cmd Command) *Blob {
 	t.Helper()
 	var res *Blob
 	waitFor(t, "apply", func() bool {
@@ -58,8 +58,8 @@ func mustApply(t *testing.T, nodes []*testNode, cmd []byte) *Blob {
 		if l == nil {
 			return false
 		}
-		var err error
-		res, err = l.s.ApplyJSON(context.Background(), cmd)
+		r, err := l.s.Apply(context.Background(), cmd)
+		res = r.Blob
 		if errors.Is(err, ErrNotLeader) {
 			return false
 		}
@@ -101,7 +101,7 @@ func startCluster(t *testing.T, snapEvery uint64) []*testNode {
 		t.Fatal(err)
 	}
 	for i, n := range nodes {
-		cmd, _ := SetMemberCommand(Member{Node: placement.Node{ID: n.id, Region: blob.Region(fmt.Sprint("r", i))}, Raft: n.addr})
+		cmd := SetMemberCommand(Member{Node: placement.Node{ID: n.id, Region: blob.Region(fmt.Sprint("r", i))}, Raft: n.addr})
 		mustApply(t, nodes, cmd)
 	}
 	waitFor(t, "three voters", func() bool {
@@ -128,7 +128,7 @@ func TestClusterReplicatesAndSurvivesLeaderLoss(t *testing.T) {
 	// Many entries so that a snapshot + compaction happens later.
 	shared := blob.Sum([]byte("shared chunk"))
 	for i := range 50 {
-		cmd, _ := PutBlobCommand(testBlob(i, shared, blob.Sum([]byte(fmt.Sprint("own", i)))))
+		cmd := PutBlobCommand(testBlob(i, shared, blob.Sum([]byte(fmt.Sprint("own", i)))))
 		mustApply(t, nodes, cmd)
 	}
 	b0 := testBlob(0).ID
@@ -143,7 +143,7 @@ func TestClusterReplicatesAndSurvivesLeaderLoss(t *testing.T) {
 	old.s.Close()
 	old.s = nil
 	start := time.Now()
-	cmd, _ := PutBlobCommand(testBlob(100, blob.Sum([]byte("after"))))
+	cmd := PutBlobCommand(testBlob(100, blob.Sum([]byte("after"))))
 	mustApply(t, nodes, cmd)
 	t.Logf("write after leader loss committed in %v", time.Since(start))
 	// The old leader comes back and catches up.
@@ -168,10 +168,10 @@ func TestRefcountsAndDedup(t *testing.T) {
 	a := testBlob(1, shared, onlyA, shared)
 	b := testBlob(2, shared)
 	for _, x := range []Blob{a, a, b} { // a twice: stored once
-		cmd, _ := PutBlobCommand(x)
+		cmd := PutBlobCommand(x)
 		mustApply(t, nodes, cmd)
 	}
-	del, _ := DeleteBlobCommand(a.ID)
+	del := DeleteBlobCommand(a.ID)
 	mustApply(t, nodes, del)
 	if _, err := n.s.Blob(a.ID); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("deleted blob: %v", err)
@@ -182,7 +182,7 @@ func TestRefcountsAndDedup(t *testing.T) {
 	if got, err := n.s.Blob(b.ID); err != nil || len(got.Chunks[0].Shards) != 3 {
 		t.Fatalf("b after deleting a: %+v %v", got, err)
 	}
-	if _, err := n.s.ApplyJSON(context.Background(), del); !errors.Is(err, blob.ErrNotFound) {
+	if _, err := n.s.Apply(context.Background(), del); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("second delete = %v, want not found", err)
 	}
 	// Restart: the FSM is persistent and replays nothing twice.
@@ -257,10 +257,10 @@ func TestSnapshotCatchUp(t *testing.T) {
 	lagger.s = nil
 	shared := blob.Sum([]byte("shared"))
 	for i := range 300 {
-		cmd, _ := PutBlobCommand(testBlob(i, shared, blob.Sum([]byte(fmt.Sprint("c", i)))))
+		cmd := PutBlobCommand(testBlob(i, shared, blob.Sum([]byte(fmt.Sprint("c", i)))))
 		mustApply(t, nodes, cmd)
 	}
-	del, _ := DeleteBlobCommand(testBlob(7).ID)
+	del := DeleteBlobCommand(testBlob(7).ID)
 	mustApply(t, nodes, del)
 	leader := leaderOf(nodes)
 	waitFor(t, "log compaction on the leader", func() bool {
@@ -314,7 +314,7 @@ func TestStagedChunks(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	used, abandoned, fresh := blob.Sum([]byte("u")), blob.Sum([]byte("x")), blob.Sum([]byte("f"))
 	stage := func(id blob.ID, at time.Time) {
-		cmd, _ := StageChunkCommand(StagedChunk{Chunk: Chunk{ID: id, Len: 10, Shards: []blob.NodeID{"a", "b", "c"}}, K: 2, M: 1, At: at})
+		cmd := StageChunkCommand(StagedChunk{Chunk: Chunk{ID: id, Len: 10, Shards: []blob.NodeID{"a", "b", "c"}}, K: 2, M: 1, At: at})
 		mustApply(t, nodes, cmd)
 	}
 	stage(used, t0)
@@ -323,15 +323,15 @@ func TestStagedChunks(t *testing.T) {
 	stage(fresh, t0.Add(time.Hour)) // staged again: its clock restarts
 	touched := blob.Sum([]byte("t"))
 	stage(touched, t0)
-	touch, _ := TouchStagedCommand(TouchStaged{IDs: []blob.ID{touched}, At: t0.Add(time.Hour)})
+	touch := TouchStagedCommand(TouchStaged{IDs: []blob.ID{touched}, At: t0.Add(time.Hour)})
 	mustApply(t, nodes, touch) // found by a have-check: its clock restarts too
-	bad, _ := StageChunkCommand(StagedChunk{Chunk: Chunk{ID: blob.Sum([]byte("bad")), Len: 10, Shards: []blob.NodeID{"a"}}, K: 2, M: 1, At: t0})
-	if _, err := leaderOf(nodes).s.ApplyJSON(context.Background(), bad); err == nil {
+	bad := StageChunkCommand(StagedChunk{Chunk: Chunk{ID: blob.Sum([]byte("bad")), Len: 10, Shards: []blob.NodeID{"a"}}, K: 2, M: 1, At: t0})
+	if _, err := leaderOf(nodes).s.Apply(context.Background(), bad); err == nil {
 		t.Fatal("a staged chunk with 1 of 3 shard locations was accepted")
 	}
 	b := testBlob(1, used)
 	b.Chunks[0].Reused = true
-	cmd, _ := PutBlobCommand(b)
+	cmd := PutBlobCommand(b)
 	mustApply(t, nodes, cmd)
 
 	cutoff := t0.Add(30 * time.Minute)
@@ -342,13 +342,13 @@ func TestStagedChunks(t *testing.T) {
 	if un, _ := n.s.Unclaimed([]blob.ID{used, abandoned, touched}); len(un) != 2 || un[0] != abandoned || un[1] != touched {
 		t.Fatalf("unclaimed = %v, want [abandoned touched]", un)
 	}
-	drop, _ := DropStagedCommand(DropStaged{IDs: []blob.ID{used, abandoned, fresh, touched}, Before: cutoff})
+	drop := DropStagedCommand(DropStaged{IDs: []blob.ID{used, abandoned, fresh, touched}, Before: cutoff})
 	mustApply(t, nodes, drop)
 	if !hasChunk(n.s, used) || hasChunk(n.s, abandoned) || !hasChunk(n.s, fresh) || !hasChunk(n.s, touched) {
 		t.Fatalf("after drop: used=%v abandoned=%v fresh=%v, want true false true", hasChunk(n.s, used), hasChunk(n.s, abandoned), hasChunk(n.s, fresh))
 	}
 	// The reference the blob took is real: deleting the blob frees the chunk.
-	del, _ := DeleteBlobCommand(b.ID)
+	del := DeleteBlobCommand(b.ID)
 	mustApply(t, nodes, del)
 	if hasChunk(n.s, used) {
 		t.Fatal("chunk kept after its only blob was deleted")
@@ -358,8 +358,8 @@ func TestStagedChunks(t *testing.T) {
 	// dropped chunk is not kept.
 	b2 := testBlob(2, fresh, abandoned)
 	b2.Chunks[0].Reused, b2.Chunks[1].Reused = true, true
-	cmd, _ = PutBlobCommand(b2)
-	if _, err := leaderOf(nodes).s.ApplyJSON(context.Background(), cmd); !errors.Is(err, ErrChunkGone) {
+	cmd = PutBlobCommand(b2)
+	if _, err := leaderOf(nodes).s.Apply(context.Background(), cmd); !errors.Is(err, ErrChunkGone) {
 		t.Fatalf("manifest over a dropped chunk: %v, want ErrChunkGone", err)
 	}
 	if un, _ := n.s.Unclaimed([]blob.ID{fresh}); len(un) != 1 {
@@ -375,7 +375,7 @@ func TestReadIndexIsLinearizable(t *testing.T) {
 	ctx := context.Background()
 	for i := range 20 {
 		b := testBlob(100+i, blob.Sum([]byte{byte(i)}))
-		cmd, _ := PutBlobCommand(b)
+		cmd := PutBlobCommand(b)
 		mustApply(t, nodes, cmd)
 		l := leaderOf(nodes)
 		var wg sync.WaitGroup

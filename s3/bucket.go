@@ -59,7 +59,7 @@ func (s *Server) createBucket(w http.ResponseWriter, r *request) *Error {
 	default:
 		return errorf(http.StatusNotImplemented, "NotImplemented", "canned ACL %q is not supported (private or public-read)", acl)
 	}
-	if err := s.apply(r, errInternal)(raftstore.CreateBucketCommand(b)); err != nil {
+	if err := s.apply(r, raftstore.CreateBucketCommand(b), errInternal); err != nil {
 		return err
 	}
 	w.Header().Set("Location", "/"+r.bucket)
@@ -77,7 +77,7 @@ func (s *Server) headBucket(w http.ResponseWriter, r *request) *Error {
 }
 
 func (s *Server) deleteBucket(w http.ResponseWriter, r *request) *Error {
-	if err := s.apply(r, errNoSuchBucket)(raftstore.DeleteBucketCommand(r.bucket)); err != nil {
+	if err := s.apply(r, raftstore.DeleteBucketCommand(r.bucket), errNoSuchBucket); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

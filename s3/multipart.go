@@ -35,7 +35,7 @@ func (s *Server) createUpload(w http.ResponseWriter, r *request) *Error {
 	rand.Read(id)
 	ct, meta := objectMeta(r.Header)
 	u := raftstore.Upload{ID: hex.EncodeToString(id), Bucket: r.bucket, Key: r.key, Created: time.Now().UTC(), ContentType: ct, Meta: meta}
-	if err := s.apply(r, errNoSuchBucket)(raftstore.CreateUploadCommand(u)); err != nil {
+	if err := s.apply(r, raftstore.CreateUploadCommand(u), errNoSuchBucket); err != nil {
 		return err
 	}
 	writeXML(w, http.StatusOK, struct {
@@ -81,7 +81,7 @@ func (s *Server) uploadPart(w http.ResponseWriter, r *request) *Error {
 		return serr
 	}
 	p := raftstore.Part{Number: num, Size: rec.Size, ETag: `"` + hex.EncodeToString(sum) + `"`, K: rec.K, M: rec.M, Chunks: rec.Chunks, Modified: time.Now().UTC()}
-	if err := s.apply(r, errNoSuchUpload)(raftstore.PutPartCommand(r.upload(), p)); err != nil {
+	if err := s.apply(r, raftstore.PutPartCommand(r.upload(), p), errNoSuchUpload); err != nil {
 		return err
 	}
 	w.Header().Set("ETag", p.ETag)
@@ -140,7 +140,7 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *request) *Error {
 		}
 	}
 	o.ETag = fmt.Sprintf(`"%s-%d"`, hex.EncodeToString(etags.Sum(nil)), len(in.Parts))
-	if err := s.apply(r, errNoSuchUpload)(raftstore.CompleteUploadCommand(raftstore.CompleteUpload{UploadRef: up, Object: o})); err != nil {
+	if err := s.apply(r, raftstore.CompleteUploadCommand(raftstore.CompleteUpload{UploadRef: up, Object: o}), errNoSuchUpload); err != nil {
 		return err
 	}
 	writeXML(w, http.StatusOK, struct {
@@ -155,7 +155,7 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *request) *Error {
 }
 
 func (s *Server) abortUpload(w http.ResponseWriter, r *request) *Error {
-	if err := s.apply(r, errNoSuchUpload)(raftstore.AbortUploadCommand(r.upload())); err != nil {
+	if err := s.apply(r, raftstore.AbortUploadCommand(r.upload()), errNoSuchUpload); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

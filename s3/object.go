@@ -101,23 +101,17 @@ func (s *Server) putObject(w http.ResponseWriter, r *request) *Error {
 	return nil
 }
 
-// apply returns a function that commits an encoded command (its encoding
-// error included) and waits for this node's replica, mapping a failure to
-// an S3 error, "not found" to notFound.
-func (s *Server) apply(r *request, notFound *Error) func([]byte, error) *Error {
-	return func(cmd []byte, err error) *Error {
-		if err == nil {
-			err = s.node.Apply(r.Context(), cmd)
-		}
-		if err != nil {
-			return toS3(err, notFound)
-		}
-		return nil
+// apply commits cmd and waits for this node's replica, mapping a failure
+// to an S3 error, "not found" to notFound.
+func (s *Server) apply(r *request, cmd raftstore.Command, notFound *Error) *Error {
+	if err := s.node.Apply(r.Context(), cmd); err != nil {
+		return toS3(err, notFound)
 	}
+	return nil
 }
 
 func (s *Server) commit(r *request, o raftstore.Object) *Error {
-	return s.apply(r, errNoSuchBucket)(raftstore.PutObjectCommand(o))
+	return s.apply(r, raftstore.PutObjectCommand(o), errNoSuchBucket)
 }
 
 // object returns the request's object, read linearizably, with its
@@ -226,7 +220,7 @@ func etagMatches(list, etag string) bool {
 }
 
 func (s *Server) deleteObject(w http.ResponseWriter, r *request) *Error {
-	if err := s.apply(r, errNoSuchBucket)(raftstore.DeleteObjectCommand(raftstore.ObjectRef{Bucket: r.bucket, Key: r.key})); err != nil {
+	if err := s.apply(r, raftstore.DeleteObjectCommand(raftstore.ObjectRef{Bucket: r.bucket, Key: r.key}), errNoSuchBucket); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -267,7 +261,7 @@ func (s *Server) deleteObjects(w http.ResponseWriter, r *request) *Error {
 	for i, o := range in.Objects {
 		keys[i] = o.Key
 	}
-	e := s.apply(r, errNoSuchBucket)(raftstore.DeleteObjectsCommand(r.bucket, keys)) // one raft entry for the batch
+	e := s.apply(r, raftstore.DeleteObjectsCommand(r.bucket, keys), errNoSuchBucket) // one raft entry for the batch
 	for _, k := range keys {
 		if e != nil {
 			out.Errors = append(out.Errors, failed{Key: k, Code: e.Code, Message: e.Message})
