@@ -52,8 +52,21 @@ type ShardStat struct {
 
 // Info is a node's report about itself.
 type Info struct {
-	ID        blob.NodeID `json:"id"`
-	UsedBytes int64       `json:"used_bytes"`
+	ID        blob.NodeID    `json:"id"`
+	UsedBytes int64          `json:"used_bytes"`
+	Workers   []WorkerStatus `json:"workers,omitempty"`
+}
+
+// WorkerStatus is the state of one of a node's background loops (control,
+// reconnect, repair, scrub).
+type WorkerStatus struct {
+	Name        string    `json:"name"`
+	State       string    `json:"state"` // idle, running, standby (leader-only work on a follower)
+	Passes      int       `json:"passes"`
+	Errors      int       `json:"errors,omitempty"` // passes that failed
+	LastStart   time.Time `json:"last_start,omitzero"`
+	LastSeconds float64   `json:"last_seconds"`
+	LastError   string    `json:"last_error,omitempty"` // of the last pass
 }
 
 // ClusterInfo is what `atoll cluster` shows.
@@ -88,8 +101,9 @@ type NodeInfo struct {
 	// Placement is "active" (takes shards), "draining", "dead" (declared
 	// dead after the grace period; its shards are rebuilt elsewhere) or
 	// "joining" (gossiping, not yet in the layout).
-	Placement string `json:"placement"`
-	UsedBytes int64  `json:"used_bytes"`
+	Placement string         `json:"placement"`
+	UsedBytes int64          `json:"used_bytes"`
+	Workers   []WorkerStatus `json:"workers,omitempty"`
 }
 
 // RepairStatus is the leader's progress in moving shards to where

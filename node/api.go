@@ -327,5 +327,5 @@ func (n *Node) handleUnreferenced(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleInfo(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, api.Info{ID: n.cfg.ID, UsedBytes: n.shards.Used()})
+	writeJSON(w, http.StatusOK, n.info())
 }

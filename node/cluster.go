@@ -50,7 +50,10 @@ func (n *Node) Cluster(ctx context.Context) api.ClusterInfo {
 		}
 		ci.Nodes[i] = api.NodeInfo{ID: m.ID, Region: m.Region, Zone: m.Zone, Addr: m.API, State: state, Voter: voters[m.ID], InLayout: inLayout, Placement: placementState}
 		if state != api.StateDead {
-			wg.Go(func() { ci.Nodes[i].UsedBytes = n.peerInfo(ctx, m).UsedBytes })
+			wg.Go(func() {
+				info := n.peerInfo(ctx, m)
+				ci.Nodes[i].UsedBytes, ci.Nodes[i].Workers = info.UsedBytes, info.Workers
+			})
 		}
 	}
 	wg.Wait()
@@ -131,7 +134,7 @@ func (n *Node) repairStatus(ctx context.Context) api.RepairStatus {
 
 func (n *Node) peerInfo(ctx context.Context, m raftstore.Member) api.Info {
 	if m.ID == n.cfg.ID {
-		return api.Info{ID: m.ID, UsedBytes: n.shards.Used()}
+		return n.info()
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -151,4 +154,9 @@ func (n *Node) peerInfo(ctx context.Context, m raftstore.Member) api.Info {
 
 func (n *Node) handleCluster(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, n.Cluster(r.Context()))
+}
+
+// info is what this node reports of itself to the others.
+func (n *Node) info() api.Info {
+	return api.Info{ID: n.cfg.ID, UsedBytes: n.shards.Used(), Workers: n.workerStatus()}
 }

@@ -131,7 +131,7 @@ func (n *Node) fetchChunk(ctx context.Context, k, m int, c raftstore.Chunk) ([][
 	// Hedge: a shard that has not arrived after HedgeAfter may be behind a
 	// link that drops packets; rather than wait for its timeout, ask the
 	// next candidate too. The first k good answers win.
-	hedge := time.NewTicker(n.cfg.HedgeAfter)
+	hedge := time.NewTicker(n.cfg.Timings.HedgeAfter)
 	defer hedge.Stop()
 	var errs []error
 	for have < k && running > 0 {

@@ -51,11 +51,8 @@ type gossipMeta struct {
 	Formed bool `json:"formed,omitempty"`
 }
 
-func newGossip(self raftstore.Member, bind string, port int, fast bool, logOut io.Writer, network *Network) (*gossip, error) {
-	g := &gossip{members: map[blob.NodeID]*memberInfo{}, failures: map[blob.NodeID]time.Time{}, suspectFor: 10 * time.Second}
-	if fast {
-		g.suspectFor = 2 * time.Second
-	}
+func newGossip(self raftstore.Member, bind string, port int, t Timings, logOut io.Writer, network *Network) (*gossip, error) {
+	g := &gossip{members: map[blob.NodeID]*memberInfo{}, failures: map[blob.NodeID]time.Time{}, suspectFor: t.SuspectFor}
 	g.meta = &metaDelegate{m: gossipMeta{Member: self}}
 	if meta := g.meta.NodeMeta(0); len(meta) > memberlist.MetaMaxSize-16 {
 		return nil, fmt.Errorf("node metadata is %d bytes, over memberlist's %d: shorten the node ID, region or zone", len(meta), memberlist.MetaMaxSize)
@@ -63,14 +60,9 @@ func newGossip(self raftstore.Member, bind string, port int, fast bool, logOut i
 	c := memberlist.DefaultLANConfig()
 	c.Name = string(self.ID)
 	c.BindAddr, c.BindPort = bind, port // NB: no AdvertiseAddr, so port 0 advertises the bound port
-	c.PushPullInterval = 5 * time.Second
-	if fast {
-		// Measured on loopback: death is noticed in about a second (shared/DEPS.md §2.5).
-		c.ProbeInterval, c.ProbeTimeout = 200*time.Millisecond, 100*time.Millisecond
-		c.GossipInterval, c.SuspicionMult = 50*time.Millisecond, 3
-		c.PushPullInterval = time.Second
-		c.TCPTimeout = time.Second
-	}
+	c.ProbeInterval, c.ProbeTimeout = t.GossipProbe, t.GossipProbeTimeout
+	c.GossipInterval, c.SuspicionMult = t.GossipInterval, t.GossipSuspicionMult
+	c.PushPullInterval, c.TCPTimeout = t.GossipPushPull, t.GossipTCPTimeout
 	c.DeadNodeReclaimTime = time.Second // a restarted node may come back on a new port
 	c.Logger = log.New(logOut, "memberlist: ", 0)
 	c.Delegate = g.meta

@@ -10,6 +10,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -43,13 +44,15 @@ const (
 	DefaultRaftPort   = 8702
 )
 
-// Config configures a node. Zero values get defaults from setDefaults.
+// Config configures a node. Start it from DefaultConfig, the single source
+// of defaults (cmd/atoll's flags and testcluster read it); zero fields of a
+// Config built from scratch get the same defaults.
 type Config struct {
-	Dir    string      // data directory
-	ID     blob.NodeID // default: read from Dir, else generated and saved
-	Region blob.Region
-	Zone   blob.Zone // default: "default"
-	Bind   string    // IP to listen on
+	Dir    string      // data directory (required)
+	ID     blob.NodeID // default: read from Dir, else generated and saved there
+	Region blob.Region // required
+	Zone   blob.Zone   // default: "default"
+	Bind   string      // IP to listen on (required)
 	// Ports; 0 means the default port unless EphemeralPorts is set, in
 	// which case 0 lets the kernel choose (tests).
 	APIPort, GossipPort, RaftPort int
@@ -71,14 +74,14 @@ type Config struct {
 	ScrubBandwidth int
 	OrphanGrace    time.Duration
 
-	K, M         int   // erasure coding (default 6+3)
-	ChunkSize    int   // bytes per chunk (default 4 MiB)
-	MaxBlobSize  int64 // largest accepted upload (default 1 TiB)
-	PutParallel  int   // chunks in flight per put (default 4)
-	ShardTimeout time.Duration
-	// HedgeAfter is how long a get waits on a slow shard before also
-	// asking another node (default 500 ms; 100 ms with Fast).
-	HedgeAfter time.Duration
+	K, M        int   // erasure coding (default 6+3)
+	ChunkSize   int   // bytes per chunk (default 4 MiB)
+	MaxBlobSize int64 // largest accepted upload (default 1 TiB)
+	PutParallel int   // chunks in flight per put (default 4)
+
+	// Timings are the node's timeouts and loop periods (default:
+	// WANTimings; LoopbackTimings for clusters on one machine).
+	Timings Timings
 
 	// MasterKey (32 bytes, the same on every node) seals S3 secrets in the
 	// metadata; without it no access key can be created or used.
@@ -88,66 +91,102 @@ type Config struct {
 	// injects disk faults through it).
 	WrapStorage func(storage.Storage) storage.Storage
 
-	Fast      bool         // short timeouts for single-machine clusters
 	Network   *Network     // optional link filter (testcluster)
 	Logger    *slog.Logger // default: discard
 	LogOutput io.Writer    // raft and memberlist logs; default: discard
 }
 
-func (c *Config) setDefaults() error {
-	if c.Dir == "" || c.Region == "" || c.Bind == "" {
-		return errors.New("node: Dir, Region and Bind are required")
+// Timings are the durations a node runs by, in one place.
+type Timings struct {
+	// Raft: heartbeat and election timeouts, leader lease.
+	RaftHeartbeat, RaftElection, RaftLeaderLease time.Duration
+	// Gossip (memberlist): probe interval and timeout, gossip interval,
+	// full state sync, TCP timeout, and the suspicion multiplier.
+	GossipProbe, GossipProbeTimeout, GossipInterval, GossipPushPull, GossipTCPTimeout time.Duration
+	GossipSuspicionMult                                                               int
+	// SuspectFor is how long a node that failed a request is avoided by
+	// placement and ranked last by reads.
+	SuspectFor time.Duration
+	// ShardTimeout bounds one shard transfer; HedgeAfter is how long a get
+	// waits on a slow shard before also asking another node.
+	ShardTimeout, HedgeAfter time.Duration
+	// Loop periods: layout upkeep and bootstrap (Control), re-joining nodes
+	// gossip believes dead (Reconnect), reconciler passes (Repair).
+	ControlEvery, ReconnectEvery, RepairEvery time.Duration
+}
+
+// WANTimings suit regions in different countries: raft per shared/DEPS.md
+// §1.4, memberlist's LAN probing (its WAN profile notices a death in
+// tens of seconds).
+func WANTimings() Timings {
+	return Timings{
+		RaftHeartbeat: 2 * time.Second, RaftElection: 2 * time.Second, RaftLeaderLease: time.Second,
+		GossipProbe: time.Second, GossipProbeTimeout: 500 * time.Millisecond, GossipInterval: 200 * time.Millisecond,
+		GossipPushPull: 5 * time.Second, GossipTCPTimeout: 10 * time.Second, GossipSuspicionMult: 4,
+		SuspectFor:   10 * time.Second,
+		ShardTimeout: 10 * time.Second, HedgeAfter: 500 * time.Millisecond,
+		ControlEvery: 250 * time.Millisecond, ReconnectEvery: 5 * time.Second, RepairEvery: 10 * time.Second,
 	}
-	def := func(p *int, v int) {
-		if *p == 0 {
-			*p = v
-		}
+}
+
+// LoopbackTimings suit a cluster on one machine (tests, `atoll dev`): a
+// dead node is noticed in about a second (shared/DEPS.md §2.5) and a write
+// commits about a second after the leader dies.
+func LoopbackTimings() Timings {
+	return Timings{
+		RaftHeartbeat: 500 * time.Millisecond, RaftElection: 500 * time.Millisecond, RaftLeaderLease: 250 * time.Millisecond,
+		GossipProbe: 200 * time.Millisecond, GossipProbeTimeout: 100 * time.Millisecond, GossipInterval: 50 * time.Millisecond,
+		GossipPushPull: time.Second, GossipTCPTimeout: time.Second, GossipSuspicionMult: 3,
+		SuspectFor:   2 * time.Second,
+		ShardTimeout: 3 * time.Second, HedgeAfter: 100 * time.Millisecond,
+		ControlEvery: 250 * time.Millisecond, ReconnectEvery: time.Second, RepairEvery: 500 * time.Millisecond,
 	}
+}
+
+// DefaultConfig returns a Config with every default set; the caller adds
+// Dir, Region and Bind (and whatever else it changes).
+func DefaultConfig() Config {
+	return Config{
+		Zone:    "default",
+		APIPort: DefaultAPIPort, GossipPort: DefaultGossipPort, RaftPort: DefaultRaftPort,
+		BootstrapExpect: 1,
+		Weight:          1,
+		DeadAfter:       5 * time.Minute,
+		RepairBandwidth: 128 << 20, RepairParallel: 8,
+		ScrubInterval: 6 * time.Hour, ScrubBandwidth: 32 << 20, OrphanGrace: time.Hour,
+		K: 6, M: 3,
+		ChunkSize:   4 << 20,
+		MaxBlobSize: 1 << 40,
+		PutParallel: 4,
+		Timings:     WANTimings(),
+	}
+}
+
+// withDefaults returns c with its zero fields set from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	or := func(p *int, v int) { *p = cmp.Or(*p, v) }
 	if !c.EphemeralPorts {
-		def(&c.APIPort, DefaultAPIPort)
-		def(&c.GossipPort, DefaultGossipPort)
-		def(&c.RaftPort, DefaultRaftPort)
+		or(&c.APIPort, d.APIPort)
+		or(&c.GossipPort, d.GossipPort)
+		or(&c.RaftPort, d.RaftPort)
 	}
-	def(&c.BootstrapExpect, 1)
-	def(&c.K, 6)
-	def(&c.M, 3)
-	def(&c.ChunkSize, 4<<20)
-	def(&c.PutParallel, 4)
-	def(&c.RepairBandwidth, 128<<20)
-	def(&c.RepairParallel, 8)
-	def(&c.ScrubBandwidth, 32<<20)
-	if c.ScrubInterval <= 0 {
-		c.ScrubInterval = 6 * time.Hour
-	}
-	if c.OrphanGrace <= 0 {
-		c.OrphanGrace = time.Hour
-	}
-	if c.Zone == "" {
-		c.Zone = "default"
-	}
-	if c.Weight <= 0 {
-		c.Weight = 1
-	}
-	if c.MaxBlobSize <= 0 {
-		c.MaxBlobSize = 1 << 40
-	}
-	if c.ShardTimeout <= 0 {
-		c.ShardTimeout = 10 * time.Second
-		if c.Fast {
-			c.ShardTimeout = 3 * time.Second
-		}
-	}
-	if c.DeadAfter <= 0 {
-		c.DeadAfter = 5 * time.Minute
-	}
-	if c.HedgeAfter <= 0 {
-		c.HedgeAfter = 500 * time.Millisecond
-		if c.Fast {
-			c.HedgeAfter = 100 * time.Millisecond
-		}
-	}
-	if len(c.MasterKey) != 0 && len(c.MasterKey) != 32 {
-		return fmt.Errorf("node: the master key has %d bytes, want 32", len(c.MasterKey))
+	or(&c.BootstrapExpect, d.BootstrapExpect)
+	or(&c.K, d.K)
+	or(&c.M, d.M)
+	or(&c.ChunkSize, d.ChunkSize)
+	or(&c.PutParallel, d.PutParallel)
+	or(&c.RepairBandwidth, d.RepairBandwidth)
+	or(&c.RepairParallel, d.RepairParallel)
+	or(&c.ScrubBandwidth, d.ScrubBandwidth)
+	c.Zone = cmp.Or(c.Zone, d.Zone)
+	c.Weight = cmp.Or(c.Weight, d.Weight)
+	c.MaxBlobSize = cmp.Or(c.MaxBlobSize, d.MaxBlobSize)
+	c.DeadAfter = cmp.Or(c.DeadAfter, d.DeadAfter)
+	c.ScrubInterval = cmp.Or(c.ScrubInterval, d.ScrubInterval)
+	c.OrphanGrace = cmp.Or(c.OrphanGrace, d.OrphanGrace)
+	if c.Timings == (Timings{}) {
+		c.Timings = d.Timings
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -155,12 +194,37 @@ func (c *Config) setDefaults() error {
 	if c.LogOutput == nil {
 		c.LogOutput = io.Discard
 	}
-	if c.ID == "" {
-		id, err := loadOrCreateID(c.Dir, c.Region)
-		if err != nil {
-			return err
+	return c
+}
+
+// Validate reports the first setting a node cannot run with.
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "" || c.Region == "" || c.Bind == "":
+		return errors.New("node: Dir, Region and Bind are required")
+	case c.K < 1 || c.M < 1 || c.K+c.M > storage.MaxIndex+1:
+		return fmt.Errorf("node: invalid erasure coding %d+%d", c.K, c.M)
+	case c.ChunkSize < c.K || c.ChunkSize > api.MaxChunkSize:
+		return fmt.Errorf("node: chunk size %d outside [%d, %d]", c.ChunkSize, c.K, api.MaxChunkSize)
+	case c.Weight <= 0 || c.MaxBlobSize <= 0 || c.PutParallel <= 0 || c.RepairParallel <= 0 || c.RepairBandwidth <= 0 || c.ScrubBandwidth <= 0 || c.BootstrapExpect <= 0:
+		return errors.New("node: capacity, sizes, parallelism, bandwidths and bootstrap-expect must be positive")
+	case c.DeadAfter <= 0 || c.ScrubInterval <= 0 || c.OrphanGrace <= 0:
+		return errors.New("node: dead-after, scrub-interval and orphan-grace must be positive")
+	case len(c.MasterKey) != 0 && len(c.MasterKey) != 32:
+		return fmt.Errorf("node: the master key has %d bytes, want 32", len(c.MasterKey))
+	}
+	return c.Timings.validate()
+}
+
+func (t Timings) validate() error {
+	for _, d := range []time.Duration{t.RaftHeartbeat, t.RaftElection, t.RaftLeaderLease, t.GossipProbe, t.GossipProbeTimeout, t.GossipInterval,
+		t.GossipPushPull, t.GossipTCPTimeout, t.SuspectFor, t.ShardTimeout, t.HedgeAfter, t.ControlEvery, t.ReconnectEvery, t.RepairEvery} {
+		if d <= 0 {
+			return fmt.Errorf("node: every timing must be positive: %+v", t)
 		}
-		c.ID = id
+	}
+	if t.GossipSuspicionMult < 1 {
+		return errors.New("node: gossip suspicion multiplier must be at least 1")
 	}
 	return nil
 }
@@ -205,21 +269,34 @@ type Node struct {
 	started time.Time
 	joined  atomic.Bool // the --join seeds answered (or there were none)
 	closing atomic.Bool
-	stop    chan struct{}
+	// ctx is the node's root context: every background goroutine runs
+	// under it, and shutdown cancels it, then waits for them (wg).
+	ctx     context.Context
+	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	workers []*worker
 }
 
 // Start starts a node and returns once it is listening. It joins and
 // forms the cluster in the background.
 func Start(cfg Config) (*Node, error) {
-	if err := cfg.setDefaults(); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.ID == "" {
+		id, err := loadOrCreateID(cfg.Dir, cfg.Region)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ID = id
 	}
 	codec, err := erasure.New(cfg.K, cfg.M)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), codec: codec, policy: placement.Policy{K: cfg.K, M: cfg.M}, stop: make(chan struct{}), started: time.Now()}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), codec: codec, policy: placement.Policy{K: cfg.K, M: cfg.M}, started: time.Now()}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.stripes.New = func() any { return codec.NewStripe(cfg.ChunkSize) }
 	n.chunkStripes.New = func() any { return codec.NewStripe(api.MaxChunkSize) }
 	n.chunkSlots = make(chan struct{}, cfg.PutParallel)
@@ -242,7 +319,9 @@ func Start(cfg Config) (*Node, error) {
 		}
 		return nil, err
 	}
-	ropts := raftstore.Options{Dir: cfg.Dir, NodeID: cfg.ID, Bind: hostPort(cfg.Bind, cfg.RaftPort), Fast: cfg.Fast, Logger: n.log, LogOutput: cfg.LogOutput}
+	t := cfg.Timings
+	ropts := raftstore.Options{Dir: cfg.Dir, NodeID: cfg.ID, Bind: hostPort(cfg.Bind, cfg.RaftPort), Logger: n.log, LogOutput: cfg.LogOutput,
+		Heartbeat: t.RaftHeartbeat, Election: t.RaftElection, LeaderLease: t.RaftLeaderLease}
 	if cfg.Network != nil {
 		if ropts.Stream, err = cfg.Network.RaftStreamLayer(ropts.Bind); err != nil {
 			return fail(fmt.Errorf("node: raft listen: %w", err))
@@ -266,24 +345,23 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	n.self.Gossip = hostPort(cfg.Bind, cfg.GossipPort)
-	if n.gossip, err = newGossip(n.self, cfg.Bind, cfg.GossipPort, cfg.Fast, cfg.LogOutput, cfg.Network); err != nil {
+	if n.gossip, err = newGossip(n.self, cfg.Bind, cfg.GossipPort, cfg.Timings, cfg.LogOutput, cfg.Network); err != nil {
 		return fail(err)
 	}
 	n.peers = &http.Client{Transport: &http.Transport{
 		DialContext:           cfg.Network.DialContext,
 		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       30 * time.Second,
-		ResponseHeaderTimeout: cfg.ShardTimeout,
+		ResponseHeaderTimeout: cfg.Timings.ShardTimeout,
 	}}
 	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
-	go n.http.Serve(cfg.Network.Listener(ln))
 
-	n.wg.Add(5)
-	go n.joinLoop()
-	go n.controlLoop()
-	go n.reconnectLoop()
-	go n.repairLoop()
-	go n.scrubLoop()
+	n.wg.Go(n.joinLoop)
+	n.startWorker(&worker{name: "control", every: t.ControlEvery, pass: n.controlPass()})
+	n.startWorker(&worker{name: "reconnect", every: t.ReconnectEvery, pass: n.reconnectPass})
+	n.startWorker(&worker{name: "repair", every: t.RepairEvery, leaderOnly: true, pass: n.repairPass()})
+	n.startWorker(&worker{name: "scrub", every: cfg.ScrubInterval, pass: n.scrubPass()})
+	go n.http.Serve(cfg.Network.Listener(ln)) // NB: after n.workers is complete; handlers read it
 	n.log.Info("node started", "region", cfg.Region, "zone", cfg.Zone, "api", n.self.API, "raft", n.self.Raft, "gossip", n.GossipAddr())
 	return n, nil
 }
@@ -326,12 +404,10 @@ func (n *Node) shutdown(graceful bool) error {
 	if n.closing.Swap(true) && !graceful {
 		return nil
 	}
-	select {
-	case <-n.stop:
+	if n.ctx.Err() != nil {
 		return nil
-	default:
 	}
-	close(n.stop)
+	n.cancel()
 	n.http.Close()
 	n.gossip.shutdown(graceful)
 	n.wg.Wait()
@@ -341,7 +417,6 @@ func (n *Node) shutdown(graceful bool) error {
 
 // joinLoop joins the seeds, retrying until one answers.
 func (n *Node) joinLoop() {
-	defer n.wg.Done()
 	var seeds []string
 	for _, s := range n.cfg.Join {
 		if _, _, err := net.SplitHostPort(s); err != nil {
@@ -362,45 +437,34 @@ func (n *Node) joinLoop() {
 			n.log.Debug("join failed, retrying", "err", err)
 		}
 		select {
-		case <-n.stop:
+		case <-n.ctx.Done():
 			return
 		case <-time.After(time.Second):
 		}
 	}
 }
 
-// reconnectLoop re-joins layout members that gossip believes dead.
+// reconnectPass re-joins layout members that gossip believes dead.
 // memberlist only talks to nodes it thinks alive, so without this two sides
 // of a healed partition (or a node restarted without --join) would never
 // meet again.
-func (n *Node) reconnectLoop() {
-	defer n.wg.Done()
-	every := 5 * time.Second
-	if n.cfg.Fast {
-		every = time.Second
+func (n *Node) reconnectPass(context.Context) error {
+	l, err := n.meta.Layout()
+	if err != nil {
+		return err
 	}
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-time.After(every):
-		}
-		l, err := n.meta.Layout()
-		if err != nil {
-			continue
-		}
-		var dead []string
-		for _, m := range l.Nodes {
-			if m.ID != n.cfg.ID && m.Gossip != "" && n.gossip.state(m.ID) == api.StateDead {
-				dead = append(dead, m.Gossip)
-			}
-		}
-		if len(dead) > 0 {
-			if k, err := n.gossip.join(dead); k > 0 {
-				n.log.Info("reconnected to nodes thought dead", "count", k, "err", err)
-			}
+	var dead []string
+	for _, m := range l.Nodes {
+		if m.ID != n.cfg.ID && m.Gossip != "" && n.gossip.state(m.ID) == api.StateDead {
+			dead = append(dead, m.Gossip)
 		}
 	}
+	if len(dead) > 0 {
+		if k, err := n.gossip.join(dead); k > 0 {
+			n.log.Info("reconnected to nodes thought dead", "count", k, "err", err)
+		}
+	}
+	return nil
 }
 
 // freePort asks the kernel for an unused TCP port on ip.
@@ -413,31 +477,25 @@ func freePort(ip string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// controlLoop forms the cluster and, on the leader, keeps the layout and
-// the raft configuration in line with gossip.
-func (n *Node) controlLoop() {
-	defer n.wg.Done()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
+// controlPass returns the control worker's pass: it forms the cluster
+// and, on the leader, keeps the layout and the raft configuration in line
+// with gossip.
+func (n *Node) controlPass() func(context.Context) error {
 	warned := false
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-tick.C:
-		}
+	return func(ctx context.Context) error {
 		if !n.meta.HasState() {
 			n.maybeBootstrap()
-			continue
+			return nil
 		}
 		n.gossip.setFormed()
 		warned = n.warnIfFragile(warned)
 		if !n.meta.IsLeader() {
-			continue
+			return nil
 		}
-		if err := n.maintainLayout(); err != nil {
+		if err := n.maintainLayout(ctx); err != nil {
 			n.log.Debug("layout upkeep", "err", err)
 		}
+		return nil
 	}
 }
 
@@ -478,12 +536,12 @@ func (n *Node) maybeBootstrap() {
 // once gossip has not seen it for DeadAfter (so its shards get rebuilt
 // elsewhere), and active again when it returns. Then it reconciles raft's
 // voters with the layout.
-func (n *Node) maintainLayout() error {
+func (n *Node) maintainLayout(ctx context.Context) error {
 	l, err := n.meta.Layout()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	set := func(m raftstore.Member, why string) error {
 		cmd := raftstore.SetMemberCommand(m)

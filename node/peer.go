@@ -39,7 +39,7 @@ func (n *Node) answered(id blob.NodeID, err error) {
 
 // writeShard stores a shard on node m (locally if m is this node).
 func (n *Node) writeShard(ctx context.Context, m raftstore.Member, h erasure.Header, payload []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.ShardTimeout)
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.Timings.ShardTimeout)
 	defer cancel()
 	err := storage.Write(ctx, n.store(m), h, payload)
 	n.answered(m.ID, err)
@@ -48,7 +48,7 @@ func (n *Node) writeShard(ctx context.Context, m raftstore.Member, h erasure.Hea
 
 // readShard fetches and verifies a shard from node m.
 func (n *Node) readShard(ctx context.Context, m raftstore.Member, chunk blob.ID, index int) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.ShardTimeout)
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.Timings.ShardTimeout)
 	defer cancel()
 	_, p, err := storage.Read(ctx, n.store(m), storage.Ref{Chunk: chunk, Index: index})
 	n.answered(m.ID, err)

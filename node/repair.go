@@ -66,48 +66,18 @@ func (r *repairState) update(fn func(*api.RepairStatus)) {
 	}
 }
 
-// repairLoop runs reconciliation passes while this node leads.
-func (n *Node) repairLoop() {
-	defer n.wg.Done()
-	every := 10 * time.Second
-	if n.cfg.Fast {
-		every = 500 * time.Millisecond
-	}
+// repairPass returns the repair worker's pass (leader only): a
+// reconciliation pass, then dropping abandoned staged chunks.
+func (n *Node) repairPass() func(context.Context) error {
 	limiter := rate.NewLimiter(rate.Limit(n.cfg.RepairBandwidth), 16<<20)
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-time.After(every):
+	return func(ctx context.Context) error {
+		if err := n.reconcile(ctx, limiter); err != nil {
+			return err
 		}
-		if !n.meta.IsLeader() {
-			continue
+		if err := n.dropAbandoned(ctx); err != nil {
+			return fmt.Errorf("dropping abandoned chunks: %w", err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() { // stop a pass on shutdown or loss of leadership
-			defer cancel()
-			t := time.NewTicker(200 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-n.stop:
-					return
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if !n.meta.IsLeader() {
-						return
-					}
-				}
-			}
-		}()
-		if err := n.reconcile(ctx, limiter); err != nil && ctx.Err() == nil {
-			n.log.Warn("repair pass", "err", err)
-		}
-		if err := n.dropAbandoned(ctx); err != nil && ctx.Err() == nil {
-			n.log.Warn("dropping abandoned chunks", "err", err)
-		}
-		cancel()
+		return nil
 	}
 }
 

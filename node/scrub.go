@@ -29,27 +29,14 @@ import (
 //
 // Reads are rate-limited to ScrubBandwidth.
 
-// scrubLoop runs scrub passes until the node stops.
-func (n *Node) scrubLoop() {
-	defer n.wg.Done()
+// scrubPass returns the scrub worker's pass; the limiter and the orphans
+// seen so far carry over from pass to pass.
+func (n *Node) scrubPass() func(context.Context) error {
 	limiter := rate.NewLimiter(rate.Limit(n.cfg.ScrubBandwidth), 4<<20)
 	orphans := map[storage.Ref]time.Time{} // first seen unreferenced
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-time.After(n.cfg.ScrubInterval):
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-n.stop:
-			case <-ctx.Done():
-			}
-			cancel()
-		}()
+	return func(ctx context.Context) error {
 		n.scrub(ctx, limiter, orphans)
-		cancel()
+		return nil
 	}
 }
 

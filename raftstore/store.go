@@ -13,6 +13,7 @@
 package raftstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,11 +42,11 @@ type Options struct {
 	Dir    string      // data directory (created if missing)
 	NodeID blob.NodeID // stable node identity
 	Bind   string      // host:port for the raft transport
-	// Fast selects short timeouts for single-machine clusters (tests, dev).
-	// Otherwise the WAN timings of shared/DEPS.md §1.4 are used.
-	Fast      bool
-	Logger    *slog.Logger
-	LogOutput io.Writer // raft's own log; nil discards
+	// Heartbeat, Election and LeaderLease are raft's timeouts; zero means
+	// the WAN timings of shared/DEPS.md §1.4 (2 s, 2 s, 1 s).
+	Heartbeat, Election, LeaderLease time.Duration
+	Logger                           *slog.Logger
+	LogOutput                        io.Writer // raft's own log; nil discards
 	// SnapshotThreshold and TrailingLogs override raft's snapshot cadence
 	// (defaults 4096 and 8192); tests lower them to exercise snapshots.
 	SnapshotThreshold, TrailingLogs uint64
@@ -141,15 +142,9 @@ func (s *Store) start(opts Options, dir string) error {
 		c.SnapshotThreshold, c.TrailingLogs = opts.SnapshotThreshold, opts.TrailingLogs
 		c.SnapshotInterval = 200 * time.Millisecond
 	}
-	if opts.Fast {
-		c.HeartbeatTimeout = 500 * time.Millisecond
-		c.ElectionTimeout = 500 * time.Millisecond
-		c.LeaderLeaseTimeout = 250 * time.Millisecond
-	} else {
-		c.HeartbeatTimeout = 2 * time.Second
-		c.ElectionTimeout = 2 * time.Second
-		c.LeaderLeaseTimeout = time.Second
-	}
+	c.HeartbeatTimeout = cmp.Or(opts.Heartbeat, 2*time.Second)
+	c.ElectionTimeout = cmp.Or(opts.Election, 2*time.Second)
+	c.LeaderLeaseTimeout = cmp.Or(opts.LeaderLease, time.Second)
 	// The FSM is persistent and skips entries it already applied, so a
 	// restart need not reload the snapshot — unless a Restore was cut short.
 	restoring := false

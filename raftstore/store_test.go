@@ -22,7 +22,7 @@ type testNode struct {
 
 func startNode(t *testing.T, n *testNode) {
 	t.Helper()
-	s, err := Open(Options{Dir: n.dir, NodeID: n.id, Bind: n.addr, Fast: true, SnapshotThreshold: n.snapEvery, TrailingLogs: n.snapEvery / 4})
+	s, err := Open(Options{Dir: n.dir, NodeID: n.id, Bind: n.addr, Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond, LeaderLease: 250 * time.Millisecond, SnapshotThreshold: n.snapEvery, TrailingLogs: n.snapEvery / 4})
 	if err != nil {
 		t.Fatal(err)
 	}

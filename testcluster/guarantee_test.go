@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/client"
 )
 
@@ -50,5 +51,40 @@ func TestTwoRegionsSaySo(t *testing.T) {
 			t.Fatal("no node logged that the layout does not tolerate a region loss")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestWorkersReport: every node reports its background workers; the
+// leader-only repair worker runs passes on the leader and stands by on the
+// followers.
+func TestWorkersReport(t *testing.T) {
+	c := start(t, Options{Regions: 3, NodesPerRegion: 1})
+	cl := client.New(c.URLs()...)
+	err := c.waitFor(context.Background(), "every worker to report", func() bool {
+		ci, err := cl.Cluster(context.Background())
+		if err != nil {
+			return false
+		}
+		for _, n := range ci.Nodes {
+			byName := map[string]api.WorkerStatus{}
+			for _, w := range n.Workers {
+				byName[w.Name] = w
+			}
+			if byName["control"].Passes == 0 || byName["reconnect"].Passes == 0 {
+				return false
+			}
+			repair, ok := byName["repair"]
+			if _, scrub := byName["scrub"]; !ok || !scrub {
+				return false
+			}
+			if n.ID == ci.Leader && repair.Passes == 0 || n.ID != ci.Leader && repair.State != "standby" {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		ci, _ := cl.Cluster(context.Background())
+		t.Fatalf("%v: %+v", err, ci.Nodes)
 	}
 }

@@ -8,6 +8,7 @@
 package testcluster
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"errors"
@@ -149,15 +150,21 @@ func (c *Cluster) start(m *Member) error {
 			seeds = append(seeds, o.Node.GossipAddr())
 		}
 	}
-	n, err := node.Start(node.Config{
-		Dir: m.Dir, ID: m.ID, Region: m.Region, Zone: blob.Zone(fmt.Sprintf("%s-z%d", m.Region, len(seeds)%2+1)),
-		Bind: m.IP, APIPort: m.api, GossipPort: m.gossip, RaftPort: m.raft, EphemeralPorts: true,
-		Join: seeds, BootstrapExpect: len(c.members),
-		K: c.opts.K, M: c.opts.M, ChunkSize: c.opts.ChunkSize, MaxBlobSize: c.opts.MaxBlobSize, ShardTimeout: c.opts.ShardTimeout,
-		DeadAfter: c.opts.DeadAfter, ScrubInterval: c.opts.ScrubInterval, OrphanGrace: c.opts.OrphanGrace, RepairBandwidth: c.opts.RepairBandwidth,
-		Fast: true, Network: m.Net, Logger: c.opts.Logger, LogOutput: c.opts.LogOutput, MasterKey: c.masterKey,
-		WrapStorage: func(s storage.Storage) storage.Storage { m.Disk = faulty.New(s); return m.Disk },
-	})
+	cfg := node.DefaultConfig()
+	cfg.Dir, cfg.ID, cfg.Region, cfg.Zone = m.Dir, m.ID, m.Region, blob.Zone(fmt.Sprintf("%s-z%d", m.Region, len(seeds)%2+1))
+	cfg.Bind, cfg.APIPort, cfg.GossipPort, cfg.RaftPort, cfg.EphemeralPorts = m.IP, m.api, m.gossip, m.raft, true
+	cfg.Join, cfg.BootstrapExpect = seeds, len(c.members)
+	cfg.DeadAfter, cfg.ScrubInterval, cfg.OrphanGrace = c.opts.DeadAfter, c.opts.ScrubInterval, c.opts.OrphanGrace
+	cfg.K = cmp.Or(c.opts.K, cfg.K)
+	cfg.M = cmp.Or(c.opts.M, cfg.M)
+	cfg.ChunkSize = cmp.Or(c.opts.ChunkSize, cfg.ChunkSize)
+	cfg.MaxBlobSize = cmp.Or(c.opts.MaxBlobSize, cfg.MaxBlobSize)
+	cfg.RepairBandwidth = cmp.Or(c.opts.RepairBandwidth, cfg.RepairBandwidth)
+	cfg.Timings = node.LoopbackTimings()
+	cfg.Timings.ShardTimeout = cmp.Or(c.opts.ShardTimeout, cfg.Timings.ShardTimeout)
+	cfg.Network, cfg.Logger, cfg.LogOutput, cfg.MasterKey = m.Net, c.opts.Logger, c.opts.LogOutput, c.masterKey
+	cfg.WrapStorage = func(s storage.Storage) storage.Storage { m.Disk = faulty.New(s); return m.Disk }
+	n, err := node.Start(cfg)
 	if err != nil {
 		return fmt.Errorf("testcluster: start %s: %w", m.ID, err)
 	}

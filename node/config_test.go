@@ -1,0 +1,58 @@
+package node
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultConfigIsTheOnlySourceOfDefaults(t *testing.T) {
+	d := DefaultConfig()
+	d.Dir, d.Region, d.Bind = "/tmp/x", "eu", "127.0.0.1"
+	if err := d.Validate(); err != nil {
+		t.Fatalf("DefaultConfig plus the required fields does not validate: %v", err)
+	}
+	// A Config built from scratch gets exactly the same defaults.
+	got := Config{Dir: d.Dir, Region: d.Region, Bind: d.Bind}.withDefaults()
+	got.Logger, got.LogOutput = nil, nil
+	if got.Timings != d.Timings || got.K != d.K || got.M != d.M || got.ChunkSize != d.ChunkSize || got.APIPort != d.APIPort ||
+		got.Zone != d.Zone || got.Weight != d.Weight || got.DeadAfter != d.DeadAfter || got.OrphanGrace != d.OrphanGrace ||
+		got.ScrubInterval != d.ScrubInterval || got.MaxBlobSize != d.MaxBlobSize || got.PutParallel != d.PutParallel ||
+		got.RepairBandwidth != d.RepairBandwidth || got.RepairParallel != d.RepairParallel || got.ScrubBandwidth != d.ScrubBandwidth {
+		t.Fatalf("withDefaults of an empty Config = %+v\nDefaultConfig = %+v", got, d)
+	}
+	// Ephemeral ports stay 0 (the kernel picks them).
+	if e := (Config{EphemeralPorts: true}).withDefaults(); e.APIPort != 0 || e.GossipPort != 0 || e.RaftPort != 0 {
+		t.Fatalf("ephemeral ports got defaults: %+v", e)
+	}
+	if err := LoopbackTimings().validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	base := DefaultConfig()
+	base.Dir, base.Region, base.Bind = "/d", "eu", "127.0.0.1"
+	cases := []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"no dir", func(c *Config) { c.Dir = "" }, "required"},
+		{"no region", func(c *Config) { c.Region = "" }, "required"},
+		{"k zero", func(c *Config) { c.K = 0 }, "erasure coding"},
+		{"too many shards", func(c *Config) { c.K, c.M = 200, 100 }, "erasure coding"},
+		{"chunk too big", func(c *Config) { c.ChunkSize = 64 << 20 }, "chunk size"},
+		{"negative grace", func(c *Config) { c.OrphanGrace = -time.Second }, "orphan-grace"},
+		{"short master key", func(c *Config) { c.MasterKey = []byte("short") }, "master key"},
+		{"zero timing", func(c *Config) { c.Timings.HedgeAfter = 0 }, "timing"},
+		{"no suspicion", func(c *Config) { c.Timings.GossipSuspicionMult = 0 }, "suspicion"},
+	}
+	for _, c := range cases {
+		cfg := base
+		c.mod(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Validate = %v, want an error about %q", c.name, err, c.want)
+		}
+	}
+}
