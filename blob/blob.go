@@ -1,10 +1,14 @@
 // Package blob is Atoll's shared vocabulary: content addresses, node and
 // region names, and the sentinel errors every layer branches on.
 //
-// An ID is the BLAKE3-256 hash of something (a chunk's bytes, or a blob's
-// manifest), printed as 52 lowercase base32 characters. Because IDs are
-// derived from content, storing the same bytes twice yields the same ID and
-// the same shard files.
+// An ID is the BLAKE3-256 hash of content — a chunk's bytes, or a whole
+// blob's bytes, whichever way it was uploaded — printed as 52 lowercase
+// base32 characters. Because IDs are derived from content, storing the same
+// bytes twice yields the same ID and the same shard files.
+//
+// Errors cross the HTTP API with a wire code (errcode.go): blob's own
+// sentinels, and those other packages declare with NewError, keep their
+// identity for errors.Is on the receiving side.
 package blob
 
 import (

@@ -1,12 +1,24 @@
 // Package node is the Atoll storage daemon: it wires gossip membership, the
-// local shard store, the raft metadata store and the HTTP API together, and
-// runs the put and get data paths. It is the only package that starts
-// long-lived goroutines; each is owned by Node and stopped by Close.
+// shard store (package storage: this node's disk, its peers' over HTTP),
+// the raft metadata store and the HTTP API together, and runs the put and
+// get data paths. Decisions are made by pure planners elsewhere (placement:
+// where shards go, which to read first, whether the cluster survives a
+// region's loss); node carries them out.
 //
-// Goroutines per node: the HTTP server (plus one per request), the join
-// loop (until the first successful join), the control loop (bootstrap,
-// layout upkeep, raft voter reconciliation on the leader), and those of
-// memberlist, raft and badger.
+// Every long-lived goroutine of a node runs under its root context and is
+// stopped by Close or Shutdown: the HTTP server (plus one per request), the
+// join loop (until the first successful join), and four workers (worker.go)
+// whose status `atoll cluster --json` reports —
+//
+//   - control: bootstrap, the fragility warning, and on the leader layout
+//     upkeep and raft voter reconciliation;
+//   - reconnect: re-joins layout members gossip believes dead;
+//   - repair (leader only): the reconciler (repair.go), then dropping
+//     abandoned staged chunks;
+//   - scrub: re-verifies this node's shards and reclaims orphans (scrub.go);
+//
+// plus those of memberlist, raft and badger. Timings holds every period and
+// timeout; DefaultConfig every default.
 package node
 
 import (
