@@ -19,6 +19,7 @@ import (
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/internal/ctxio"
 )
 
 // Chunking sets the content-defined chunk sizes (FastCDC): cut points
@@ -117,7 +118,7 @@ func (u *upload) run(ctx context.Context, size int64) (*UploadResult, error) {
 	var whole blob.ID
 	g.Go(func() error { // the blob ID, hashed alongside the chunking
 		h := blake3.New()
-		if _, err := io.Copy(h, ctxReader{gctx, io.NewSectionReader(u.r, 0, size)}); err != nil {
+		if _, err := io.Copy(h, ctxio.Reader(gctx, io.NewSectionReader(u.r, 0, size))); err != nil {
 			return fmt.Errorf("reading: %w", err)
 		}
 		whole = blob.ID(h.Sum(nil))
@@ -162,7 +163,7 @@ func (u *upload) run(ctx context.Context, size int64) (*UploadResult, error) {
 // batches that grow from 8 to 1024 chunks: the first answer comes soon,
 // and a large file still takes few requests.
 func (u *upload) scan(ctx context.Context, size int64, batches chan<- []chunkAt) error {
-	ch, err := chunkers.NewChunker("fastcdc-v1.0.0", ctxReader{ctx, io.NewSectionReader(u.r, 0, size)}, &chunkers.ChunkerOpts{
+	ch, err := chunkers.NewChunker("fastcdc-v1.0.0", ctxio.Reader(ctx, io.NewSectionReader(u.r, 0, size)), &chunkers.ChunkerOpts{
 		MinSize: u.opts.Chunking.Min, NormalSize: u.opts.Chunking.Avg, MaxSize: u.opts.Chunking.Max,
 	})
 	if err != nil {
@@ -262,19 +263,6 @@ func (c *Client) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error) 
 		missing = append(missing, resp.Missing...)
 	}
 	return missing, nil
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 var chunkBufs = sync.Pool{New: func() any { return new([]byte) }}

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
 	"github.com/atollstore/atoll/storage/faulty"
 )
@@ -28,21 +30,16 @@ func TestFailingDisk(t *testing.T) {
 	after := corpus(42, 8)
 	afterIDs := putAll(t, cl, after)
 	verifyAll(t, cl, afterIDs, after)
-	for _, id := range afterIDs {
-		st, err := cl.Stat(context.Background(), id)
-		if err != nil {
-			t.Fatal(err)
+	err := eachShard(cl, afterIDs, func(id blob.ID, ch api.ChunkStat, s api.ShardStat) {
+		if s.Node == bad.ID {
+			t.Errorf("blob %s placed shard %d of chunk %s on the failing disk of %s", id, s.Index, ch.ID, bad.ID)
 		}
-		for _, ch := range st.Chunks {
-			for _, s := range ch.Shards {
-				if s.Node == bad.ID {
-					t.Fatalf("blob %s placed shard %d of chunk %s on the failing disk of %s", id, s.Index, ch.ID, bad.ID)
-				}
-				if !s.Healthy {
-					t.Fatalf("blob %s written while %s failed has an unhealthy shard: %+v", id, bad.ID, s)
-				}
-			}
+		if !s.Healthy {
+			t.Errorf("blob %s written while %s failed has an unhealthy shard: %+v", id, bad.ID, s)
 		}
+	})
+	if err != nil || t.Failed() {
+		t.Fatal(err)
 	}
 	if bad.Disk.Hits() == 0 {
 		t.Fatal("no fault fired: the test did not exercise the failing disk")
@@ -66,18 +63,13 @@ func TestShardRotsBetweenWriteAndRead(t *testing.T) {
 	ids := putAll(t, cl, blobs)
 	rotting.Disk.Clear() // what it writes from now on (the repairs) stays good
 	rotten := 0
-	for _, id := range ids {
-		st, err := cl.Stat(context.Background(), id)
-		if err != nil {
-			t.Fatal(err)
+	err := eachShard(cl, ids, func(_ blob.ID, _ api.ChunkStat, s api.ShardStat) {
+		if s.Node == rotting.ID && s.State == "corrupt" {
+			rotten++
 		}
-		for _, ch := range st.Chunks {
-			for _, s := range ch.Shards {
-				if s.Node == rotting.ID && s.State == "corrupt" {
-					rotten++
-				}
-			}
-		}
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	verifyAll(t, cl, ids, blobs)
 	if rotten == 0 {

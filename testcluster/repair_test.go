@@ -170,18 +170,8 @@ func TestLeaderKilledMidRepair(t *testing.T) {
 	t.Logf("new leader %s", newLeader.ID)
 	waitRepaired(t, c, cl)
 	// Every chunk is whole again on nodes that are alive.
-	for _, id := range ids {
-		st, err := cl.Stat(context.Background(), id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ch := range st.Chunks {
-			for _, s := range ch.Shards {
-				if !s.Healthy {
-					t.Fatalf("after repair: %+v", s)
-				}
-			}
-		}
+	if !allShardsHealthy(cl, ids) {
+		t.Fatal("after repair, some shard is not healthy")
 	}
 	verifyAll(t, cl, ids, blobs)
 }

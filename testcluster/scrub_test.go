@@ -12,26 +12,32 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
 )
 
-// allShardsHealthy reports whether every shard of every blob verifies.
-func allShardsHealthy(cl *client.Client, ids []blob.ID) bool {
+// eachShard calls fn for every shard of every blob, as stat reports it.
+func eachShard(cl *client.Client, ids []blob.ID, fn func(blob.ID, api.ChunkStat, api.ShardStat)) error {
 	for _, id := range ids {
 		st, err := cl.Stat(context.Background(), id)
 		if err != nil {
-			return false
+			return err
 		}
 		for _, ch := range st.Chunks {
 			for _, s := range ch.Shards {
-				if !s.Healthy {
-					return false
-				}
+				fn(id, ch, s)
 			}
 		}
 	}
-	return true
+	return nil
+}
+
+// allShardsHealthy reports whether every shard of every blob verifies.
+func allShardsHealthy(cl *client.Client, ids []blob.ID) bool {
+	healthy := true
+	err := eachShard(cl, ids, func(_ blob.ID, _ api.ChunkStat, s api.ShardStat) { healthy = healthy && s.Healthy })
+	return err == nil && healthy
 }
 
 // TestScrubberRepairsBitRot flips bytes in two shards of every chunk; the

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/internal/ctxio"
 	"github.com/atollstore/atoll/storage"
 )
 
@@ -114,7 +115,7 @@ func (s *Store) Receive(ctx context.Context, ref storage.Ref, r io.Reader) error
 	}()
 	// NB: a write error is the disk's, a read error the sender's; only the
 	// first may mean a full disk.
-	n, err := io.Copy(diskWriter{f}, ctxReader{ctx, r})
+	n, err := io.Copy(diskWriter{f}, ctxio.Reader(ctx, r))
 	if err != nil {
 		return err
 	}
@@ -205,17 +206,4 @@ type diskWriter struct{ f *os.File }
 func (w diskWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	return n, diskErr(err)
-}
-
-// ctxReader stops a transfer once ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
