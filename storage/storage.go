@@ -22,6 +22,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"hash"
 	"hash/crc32"
@@ -178,7 +179,7 @@ func Read(ctx context.Context, s Fetcher, ref Ref) (erasure.Header, []byte, erro
 	defer rc.Close()
 	var hb [erasure.HeaderSize]byte
 	if _, err := io.ReadFull(rc, hb[:]); err != nil {
-		return erasure.Header{}, nil, fmt.Errorf("%w: shard %s: reading header: %v", blob.ErrCorrupt, ref, err)
+		return erasure.Header{}, nil, readErr(ref, "header", err)
 	}
 	h, err := checkHeader(hb[:], ref)
 	if err != nil {
@@ -186,12 +187,21 @@ func Read(ctx context.Context, s Fetcher, ref Ref) (erasure.Header, []byte, erro
 	}
 	payload := make([]byte, h.ShardLen)
 	if _, err := io.ReadFull(rc, payload); err != nil {
-		return h, nil, fmt.Errorf("%w: shard %s: reading payload: %v", blob.ErrCorrupt, ref, err)
+		return h, nil, readErr(ref, "payload", err)
 	}
 	if err := h.Verify(payload); err != nil {
 		return h, nil, err
 	}
 	return h, payload, nil
+}
+
+// readErr classifies a failed read: a shard that ends early is corrupt; any
+// other failure (the disk's, the network's) is passed on as it is.
+func readErr(ref Ref, part string, err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: shard %s: short %s", blob.ErrCorrupt, ref, part)
+	}
+	return fmt.Errorf("shard %s: reading %s: %w", ref, part, err)
 }
 
 // Check verifies ref where it lies if s can (Verifier), else reads it.

@@ -66,7 +66,22 @@ func (c *Client) Fetch(ctx context.Context, ref storage.Ref) (io.ReadCloser, err
 	if err != nil {
 		return nil, err
 	}
-	return resp.Body, nil
+	return &peerBody{resp.Body, c.Node}, nil
+}
+
+// peerBody marks a transfer cut short as the peer's unavailability, not
+// as a damaged shard: the peer said it was sending a whole one.
+type peerBody struct {
+	io.ReadCloser
+	node blob.NodeID
+}
+
+func (b *peerBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: node %s: transfer cut: %v", blob.ErrUnavailable, b.node, err)
+	}
+	return n, err
 }
 
 // Receive streams the shard file to the peer, which verifies it again
