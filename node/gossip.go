@@ -64,6 +64,10 @@ func newGossip(self raftstore.Member, bind string, port int, t Timings, logOut i
 	c.GossipInterval, c.SuspicionMult = t.GossipInterval, t.GossipSuspicionMult
 	c.PushPullInterval, c.TCPTimeout = t.GossipPushPull, t.GossipTCPTimeout
 	c.DeadNodeReclaimTime = time.Second // a restarted node may come back on a new port
+	// NB: memberlist LZW-compresses every message by default, allocating a
+	// large buffer each time: a sixth of an idle cluster's CPU, for
+	// messages of a few hundred bytes.
+	c.EnableCompression = false
 	c.Logger = log.New(logOut, "memberlist: ", 0)
 	c.Delegate = g.meta
 	c.Events = g
