@@ -235,7 +235,7 @@ func (c *Cluster) waitFor(ctx context.Context, what string, cond func() bool) er
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("testcluster: waiting for %s: %w", what, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(200 * time.Millisecond): // NB: conditions often ask every node for its view
 		}
 	}
 	return nil

@@ -106,7 +106,9 @@ func TestUploadSendsOnlyWhatIsMissing(t *testing.T) {
 // finished are dropped after the grace and their shards reclaimed; lying
 // manifests and chunks are refused.
 func TestUploadResumesAndReclaims(t *testing.T) {
-	c := start(t, Options{OrphanGrace: 4 * time.Second, ScrubInterval: 300 * time.Millisecond})
+	// NB: the grace must outlast the resumed upload (have-check to
+	// verified manifest), which under -race on two cores took over 4 s.
+	c := start(t, Options{OrphanGrace: 8 * time.Second, ScrubInterval: 300 * time.Millisecond})
 	cl := client.New(c.URLs()...)
 	r := rand.New(rand.NewPCG(10, 10))
 	data := randBytes(r, 4<<20)
@@ -147,7 +149,7 @@ func TestUploadResumesAndReclaims(t *testing.T) {
 		t.Fatalf("staged chunks: %d missing, %v", len(missing), err)
 	}
 	// (Asking about them would renew their grace: watch the disk instead.)
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		info, err := cl.Cluster(context.Background())
 		if err == nil && info.UsedBytes == baseline {
