@@ -42,7 +42,7 @@ func TestValidate(t *testing.T) {
 		{"no region", func(c *Config) { c.Region = "" }, "required"},
 		{"k zero", func(c *Config) { c.K = 0 }, "erasure coding"},
 		{"too many shards", func(c *Config) { c.K, c.M = 200, 100 }, "erasure coding"},
-		{"chunk too big", func(c *Config) { c.ChunkSize = 64 << 20 }, "chunk size"},
+		{"chunk too big", func(c *Config) { c.ChunkSize = 1 << 30 }, "chunk size"},
 		{"negative grace", func(c *Config) { c.OrphanGrace = -time.Second }, "orphan-grace"},
 		{"short master key", func(c *Config) { c.MasterKey = []byte("short") }, "master key"},
 		{"zero timing", func(c *Config) { c.Timings.HedgeAfter = 0 }, "timing"},

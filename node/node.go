@@ -216,8 +216,8 @@ func (c Config) Validate() error {
 		return errors.New("node: Dir, Region and Bind are required")
 	case c.K < 1 || c.M < 1 || c.K+c.M > storage.MaxIndex+1:
 		return fmt.Errorf("node: invalid erasure coding %d+%d", c.K, c.M)
-	case c.ChunkSize < c.K || c.ChunkSize > api.MaxChunkSize:
-		return fmt.Errorf("node: chunk size %d outside [%d, %d]", c.ChunkSize, c.K, api.MaxChunkSize)
+	case c.ChunkSize < 1 || c.ChunkSize > storage.MaxShardSize:
+		return fmt.Errorf("node: chunk size %d outside [1, %d]", c.ChunkSize, storage.MaxShardSize)
 	case c.Weight <= 0 || c.MaxBlobSize <= 0 || c.PutParallel <= 0 || c.RepairParallel <= 0 || c.RepairBandwidth <= 0 || c.ScrubBandwidth <= 0 || c.BootstrapExpect <= 0:
 		return errors.New("node: capacity, sizes, parallelism, bandwidths and bootstrap-expect must be positive")
 	case c.DeadAfter <= 0 || c.ScrubInterval <= 0 || c.OrphanGrace <= 0:
