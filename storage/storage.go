@@ -158,7 +158,7 @@ func Receive(ctx context.Context, s Receiver, ref Ref, body io.Reader) error {
 	if err != nil {
 		return err
 	}
-	vr := &verifyingReader{h: h, r: io.LimitReader(body, int64(h.ShardLen)), crc: crc32.New(crc32.MakeTable(crc32.Castagnoli))}
+	vr := &verifyingReader{h: h, r: io.LimitReader(body, int64(h.ShardLen)), crc: crc32.New(castagnoli)}
 	return s.Receive(ctx, ref, io.MultiReader(bytes.NewReader(hb[:]), vr))
 }
 
@@ -226,6 +226,8 @@ func checkHeader(b []byte, ref Ref) (erasure.Header, error) {
 	}
 	return h, nil
 }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // verifyingReader passes a shard's payload on and, at its end, turns io.EOF
 // into an error unless the payload had the header's length and checksum —
