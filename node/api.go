@@ -92,6 +92,11 @@ func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", blob.ErrTooLarge, r.ContentLength, n.cfg.MaxBlobSize))
 		return
 	}
+	if chunks := (r.ContentLength + int64(n.cfg.ChunkSize) - 1) / int64(n.cfg.ChunkSize); chunks > raftstore.MaxChunksPerCommand {
+		writeError(w, fmt.Errorf("%w: a body of %d bytes makes %d chunks; a blob may have at most %d (its chunk list is one metadata entry)",
+			blob.ErrTooLarge, r.ContentLength, chunks, raftstore.MaxChunksPerCommand))
+		return
+	}
 	b, err := n.Put(r.Context(), r.Body)
 	if err != nil {
 		n.log.Info("put failed", "err", err)

@@ -195,8 +195,8 @@ func (n *Node) PutManifest(ctx context.Context, m api.Manifest) (*raftstore.Blob
 }
 
 func (n *Node) checkManifest(m api.Manifest) error {
-	if len(m.Chunks) > api.MaxManifestChunks {
-		return fmt.Errorf("%w: a manifest may list at most %d chunks", blob.ErrTooLarge, api.MaxManifestChunks)
+	if len(m.Chunks) > min(api.MaxManifestChunks, raftstore.MaxChunksPerCommand) {
+		return fmt.Errorf("%w: a blob may have at most %d chunks (its chunk list is one metadata entry)", blob.ErrTooLarge, raftstore.MaxChunksPerCommand)
 	}
 	if m.Size > n.cfg.MaxBlobSize {
 		return fmt.Errorf("%w: blob of %d bytes exceeds the limit of %d", blob.ErrTooLarge, m.Size, n.cfg.MaxBlobSize)

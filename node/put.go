@@ -81,6 +81,11 @@ func (n *Node) StoreStream(ctx context.Context, r io.Reader) (*raftstore.Blob, e
 				release()
 				return fmt.Errorf("%w: blob exceeds the limit of %d bytes", blob.ErrTooLarge, n.cfg.MaxBlobSize)
 			}
+			if len(chunks) == raftstore.MaxChunksPerCommand {
+				release()
+				return fmt.Errorf("%w: a blob may have at most %d chunks, %d bytes at this node's chunk size (its chunk list is one metadata entry)",
+					blob.ErrTooLarge, raftstore.MaxChunksPerCommand, int64(raftstore.MaxChunksPerCommand)*int64(n.cfg.ChunkSize))
+			}
 			whole.Write(st.Data())
 			c := &raftstore.Chunk{Len: int64(got)}
 			chunks = append(chunks, c)

@@ -1,12 +1,16 @@
 package raftstore
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/atollstore/atoll/blob"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
 )
@@ -99,4 +103,100 @@ func TestUnapplicableEntriesAreRejected(t *testing.T) {
 	if res.Err != nil || res.Blob == nil || res.Blob.ID != testBlob(1).ID {
 		t.Fatalf("a good command after rejected ones: %+v", res)
 	}
+}
+
+// bigBlob is a PutBlob of n chunks with nine realistic node IDs each.
+func bigBlob(seed string, n int) Blob {
+	b := Blob{ID: blob.Sum([]byte(seed)), K: 6, M: 3}
+	shards := []blob.NodeID{"eu-west-1", "eu-west-2", "eu-west-3", "us-east-1", "us-east-2", "us-east-3", "ap-south-1", "ap-south-2", "ap-south-3"}
+	for i := range n {
+		b.Chunks = append(b.Chunks, Chunk{ID: blob.Sum([]byte(fmt.Sprint(seed, i))), Len: 4 << 20, Shards: shards})
+	}
+	return b
+}
+
+// TestOversizedCommandsAreRejected: a committed entry too large for one
+// metadata transaction — at any size around badger's limit, including the
+// sizes where only the applied index no longer fits — is rejected like any
+// other failing command, never a panic; the FSM goes on.
+func TestOversizedCommandsAreRejected(t *testing.T) {
+	fits := func(n int) bool {
+		f := openFSM(t)
+		err := f.db.Update(func(txn *badger.Txn) error { return apply(txn, PutBlobCommand(bigBlob("probe", n))).Err })
+		return err == nil
+	}
+	lo, hi := MaxChunksPerCommand, 4*MaxChunksPerCommand // lo fits, hi does not
+	if !fits(lo) || fits(hi) {
+		t.Fatalf("the transaction limit is not between %d and %d chunks", lo, hi)
+	}
+	for hi-lo > 1 {
+		if mid := (lo + hi) / 2; fits(mid) {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	t.Logf("one transaction holds a PutBlob of %d chunks (MaxChunksPerCommand %d)", lo, MaxChunksPerCommand)
+	for n := lo - 2; n <= lo+2; n++ {
+		f := openFSM(t)
+		data, _ := json.Marshal(PutBlobCommand(bigBlob("probe", n)))
+		res := f.Apply(&raft.Log{Type: raft.LogCommand, Index: 1, Data: data}).(applyResult)
+		if f.applied != 1 {
+			t.Fatalf("%d chunks: applied index %d, want 1", n, f.applied)
+		}
+		if res.Err != nil && !errors.Is(res.Err, blob.ErrTooLarge) {
+			t.Fatalf("%d chunks: %v", n, res.Err)
+		}
+		next, _ := json.Marshal(DeleteBlobCommand(bigBlob("probe", n).ID))
+		if res := f.Apply(&raft.Log{Type: raft.LogCommand, Index: 2, Data: next}).(applyResult); f.applied != 2 {
+			t.Fatalf("%d chunks: the next command was not applied: %v", n, res.Err)
+		}
+	}
+}
+
+// TestPoisonPillThroughRaft: an entry no replica can apply, committed
+// through raft by going around Store.Apply's checks, is rejected on every
+// replica; the cluster keeps committing, and a replica restarted on the
+// same data replays the log cleanly.
+func TestPoisonPillThroughRaft(t *testing.T) {
+	nodes := startCluster(t, 0)
+	l := leaderOf(nodes)
+	if _, err := l.s.Apply(context.Background(), PutBlobCommand(bigBlob("pill", MaxChunksPerCommand+1))); !errors.Is(err, blob.ErrTooLarge) {
+		t.Fatalf("Apply of %d chunks: %v, want ErrTooLarge before proposing", MaxChunksPerCommand+1, err)
+	}
+	pills := [][]byte{[]byte(`{"put_blob": {"chunks": 7`)}
+	big, _ := json.Marshal(PutBlobCommand(bigBlob("pill", 3*MaxChunksPerCommand)))
+	pills = append(pills, big)
+	for _, p := range pills {
+		f := l.s.raft.Apply(p, 10*time.Second)
+		if err := f.Error(); err != nil {
+			t.Fatal(err)
+		}
+		if res, _ := f.Response().(applyResult); res.Err == nil {
+			t.Fatalf("a poison pill of %d bytes was applied", len(p))
+		}
+	}
+	after := testBlob(77, blob.Sum([]byte("after the pills")))
+	mustApply(t, nodes, PutBlobCommand(after))
+	for _, n := range nodes {
+		waitFor(t, "every replica past the pills", func() bool { _, err := n.s.Blob(after.ID); return err == nil })
+	}
+	// A follower restarted on the same data replays cleanly.
+	var f *testNode
+	for _, n := range nodes {
+		if n != leaderOf(nodes) {
+			f = n
+			break
+		}
+	}
+	f.s.Close()
+	f.s = nil
+	startNode(t, f)
+	if b, err := f.s.Blob(after.ID); err != nil || b.ID != after.ID {
+		t.Fatalf("after a restart: %v", err)
+	}
+	if _, err := f.s.Blob(bigBlob("pill", 3*MaxChunksPerCommand).ID); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("the pill left a record: %v", err)
+	}
+	mustApply(t, nodes, PutBlobCommand(testBlob(78, blob.Sum([]byte("and after the restart")))))
 }

@@ -107,7 +107,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 	markApplied := func(txn *badger.Txn) error {
 		return txn.Set(keyApplied, binary.BigEndian.AppendUint64(nil, l.Index))
 	}
-	err := update(f.db, func(txn *badger.Txn) error {
+	err := update(f.db, func(txn *badger.Txn) (err error) {
 		applied, err := getUint64(txn, keyApplied)
 		if err != nil {
 			return err
@@ -118,6 +118,12 @@ func (f *fsm) Apply(l *raft.Log) any {
 		// NB: whatever the entry holds, every replica reaches the same
 		// verdict; an entry that cannot be applied is rejected, never a panic
 		// (which would recur on every replica and every replay).
+		defer func() {
+			if p := recover(); p != nil {
+				res.Err = fmt.Errorf("raftstore: command at %d cannot be applied: %v", l.Index, p)
+				err = errRejected
+			}
+		}()
 		var c Command
 		if err := json.Unmarshal(l.Data, &c); err != nil {
 			res.Err = fmt.Errorf("raftstore: undecodable command at %d: %v", l.Index, err)
@@ -129,6 +135,12 @@ func (f *fsm) Apply(l *raft.Log) any {
 		}
 		return markApplied(txn)
 	})
+	if errors.Is(err, badger.ErrTxnTooBig) || errors.Is(res.Err, badger.ErrTxnTooBig) {
+		// Too much for one transaction (badger's limit is the same on
+		// every replica): rejected like any other command that fails.
+		res.Err = fmt.Errorf("%w: command at %d does not fit one metadata transaction", blob.ErrTooLarge, l.Index)
+		err = errRejected
+	}
 	if errors.Is(err, errRejected) {
 		// A rejected command changes nothing: its partial writes (say, the
 		// references a put took before meeting a reclaimed chunk) are

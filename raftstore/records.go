@@ -179,6 +179,35 @@ type Command struct {
 	AbortUpload    *UploadRef      `json:"abort_upload,omitempty"`
 }
 
+// Bounds on one command, checked before it is proposed, so that it applies
+// in one metadata transaction (badger's limit, about 1.2 MB of writes here,
+// took a 9-shard PutBlob of about 7,000 chunks). A blob or object of more
+// chunks (about 16 GiB at 4 MiB chunks) needs its chunk list split into
+// segments, which is not built yet. A command that still does not fit is
+// rejected by every replica alike.
+const (
+	MaxChunksPerCommand = 4096
+	MaxCommandSize      = 1 << 20
+)
+
+// chunks counts the chunk references c carries.
+func (c Command) chunks() int {
+	n := 0
+	if c.PutBlob != nil {
+		n += len(c.PutBlob.Chunks)
+	}
+	if c.PutObject != nil {
+		n += len(c.PutObject.Chunks)
+	}
+	if c.PutPart != nil {
+		n += len(c.PutPart.Part.Chunks)
+	}
+	if c.CompleteUpload != nil {
+		n += len(c.CompleteUpload.Object.Chunks)
+	}
+	return n
+}
+
 // operations counts the operations set in c (a valid command has one).
 func (c Command) operations() int {
 	n := 0

@@ -266,9 +266,15 @@ func (s *Store) Apply(ctx context.Context, c Command) (Result, error) {
 		return Result{}, ErrNotLeader
 	}
 	c.V = CommandVersion
+	if n := c.chunks(); n > MaxChunksPerCommand {
+		return Result{}, fmt.Errorf("%w: a command with %d chunks; the limit is %d", blob.ErrTooLarge, n, MaxChunksPerCommand)
+	}
 	data, err := json.Marshal(c)
 	if err != nil {
 		return Result{}, err
+	}
+	if len(data) > MaxCommandSize {
+		return Result{}, fmt.Errorf("%w: a command of %d bytes; the limit is %d", blob.ErrTooLarge, len(data), MaxCommandSize)
 	}
 	timeout := 10 * time.Second
 	if d, ok := ctx.Deadline(); ok {

@@ -19,8 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
+	"github.com/atollstore/atoll/raftstore"
 )
 
 func blobCount(t *testing.T, cl *client.Client) int {
@@ -216,4 +218,46 @@ func freeBytes(path string) int64 {
 		return -1
 	}
 	return int64(s.Bavail) * s.Bsize
+}
+
+// TestBlobOfTooManyChunks: a blob whose chunk list would not fit one
+// metadata entry is refused up front — by its declared length, or by its
+// manifest — with 413, before any byte is stored, and the cluster goes on.
+func TestBlobOfTooManyChunks(t *testing.T) {
+	c := start(t, Options{Regions: 3, NodesPerRegion: 1, K: 2, M: 1, ChunkSize: 64 << 10})
+	url := c.URLs()[0]
+	limit := int64(raftstore.MaxChunksPerCommand) * (64 << 10)
+
+	// A declared length one byte over: answered before the body is sent.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", limit+1)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, wire := httpError(t, resp); code != http.StatusRequestEntityTooLarge || wire != "too_large" {
+		t.Fatalf("declared %d bytes: %d %s", limit+1, code, wire)
+	}
+
+	// A manifest of one chunk too many.
+	m := api.Manifest{ID: blob.Sum([]byte("big")), Size: int64(raftstore.MaxChunksPerCommand + 1)}
+	for i := range raftstore.MaxChunksPerCommand + 1 {
+		m.Chunks = append(m.Chunks, api.ChunkRef{ID: blob.Sum([]byte(fmt.Sprint(i))), Len: 1})
+	}
+	body, _ := json.Marshal(m)
+	code, msg := send(t, http.MethodPost, url+"/v1/manifests", body)
+	if code != http.StatusRequestEntityTooLarge || !strings.Contains(msg, "chunks") {
+		t.Fatalf("manifest of %d chunks: %d %s", len(m.Chunks), code, msg)
+	}
+	cl := client.New(c.URLs()...)
+	data := bytes.Repeat([]byte("still fine"), 1000)
+	id, err := cl.Put(context.Background(), bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRead(t, cl, id, data)
 }
