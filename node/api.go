@@ -302,7 +302,7 @@ func shardState(err error) string {
 
 func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 	var cmd raftstore.Command
-	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<20)).Decode(&cmd); err != nil {
+	if err := json.NewDecoder(io.LimitReader(r.Body, raftstore.MaxCommandSize+64<<10)).Decode(&cmd); err != nil {
 		writeError(w, fmt.Errorf("%w: undecodable command: %v", blob.ErrInvalidID, err))
 		return
 	}

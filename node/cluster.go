@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync"
@@ -127,7 +126,7 @@ func (n *Node) repairStatus(ctx context.Context) api.RepairStatus {
 	}
 	if resp, err := n.peers.Do(req); err == nil {
 		defer drain(resp)
-		json.NewDecoder(resp.Body).Decode(&st)
+		decodeAnswer(resp, &st)
 	}
 	return st
 }
@@ -148,7 +147,7 @@ func (n *Node) peerInfo(ctx context.Context, m raftstore.Member) api.Info {
 		return info
 	}
 	defer drain(resp)
-	json.NewDecoder(resp.Body).Decode(&info)
+	decodeAnswer(resp, &info)
 	return info
 }
 

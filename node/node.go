@@ -122,6 +122,9 @@ type Timings struct {
 	// ShardTimeout bounds one shard transfer; HedgeAfter is how long a get
 	// waits on a slow shard before also asking another node.
 	ShardTimeout, HedgeAfter time.Duration
+	// ClientIdle is how long a request's body or response may make no
+	// progress before the connection is cut (NewHTTPServer).
+	ClientIdle time.Duration
 	// Loop periods: layout upkeep and bootstrap (Control), re-joining nodes
 	// gossip believes dead (Reconnect), reconciler passes (Repair).
 	ControlEvery, ReconnectEvery, RepairEvery time.Duration
@@ -136,7 +139,7 @@ func WANTimings() Timings {
 		GossipProbe: time.Second, GossipProbeTimeout: 500 * time.Millisecond, GossipInterval: 200 * time.Millisecond,
 		GossipPushPull: 5 * time.Second, GossipTCPTimeout: 10 * time.Second, GossipSuspicionMult: 4,
 		SuspectFor:   10 * time.Second,
-		ShardTimeout: 10 * time.Second, HedgeAfter: 500 * time.Millisecond,
+		ShardTimeout: 10 * time.Second, HedgeAfter: 500 * time.Millisecond, ClientIdle: time.Minute,
 		ControlEvery: 250 * time.Millisecond, ReconnectEvery: 5 * time.Second, RepairEvery: 10 * time.Second,
 	}
 }
@@ -150,7 +153,7 @@ func LoopbackTimings() Timings {
 		GossipProbe: 200 * time.Millisecond, GossipProbeTimeout: 100 * time.Millisecond, GossipInterval: 50 * time.Millisecond,
 		GossipPushPull: time.Second, GossipTCPTimeout: time.Second, GossipSuspicionMult: 3,
 		SuspectFor:   2 * time.Second,
-		ShardTimeout: 3 * time.Second, HedgeAfter: 100 * time.Millisecond,
+		ShardTimeout: 3 * time.Second, HedgeAfter: 100 * time.Millisecond, ClientIdle: 10 * time.Second,
 		ControlEvery: 250 * time.Millisecond, ReconnectEvery: time.Second, RepairEvery: 500 * time.Millisecond,
 	}
 }
@@ -230,7 +233,7 @@ func (c Config) Validate() error {
 
 func (t Timings) validate() error {
 	for _, d := range []time.Duration{t.RaftHeartbeat, t.RaftElection, t.RaftLeaderLease, t.GossipProbe, t.GossipProbeTimeout, t.GossipInterval,
-		t.GossipPushPull, t.GossipTCPTimeout, t.SuspectFor, t.ShardTimeout, t.HedgeAfter, t.ControlEvery, t.ReconnectEvery, t.RepairEvery} {
+		t.GossipPushPull, t.GossipTCPTimeout, t.SuspectFor, t.ShardTimeout, t.HedgeAfter, t.ClientIdle, t.ControlEvery, t.ReconnectEvery, t.RepairEvery} {
 		if d <= 0 {
 			return fmt.Errorf("node: every timing must be positive: %+v", t)
 		}
@@ -366,7 +369,7 @@ func Start(cfg Config) (*Node, error) {
 		IdleConnTimeout:       30 * time.Second,
 		ResponseHeaderTimeout: cfg.Timings.ShardTimeout,
 	}}
-	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	n.http = NewHTTPServer(n.routes(), cfg.Timings.ClientIdle, n.log)
 
 	n.wg.Go(n.joinLoop)
 	n.startWorker(&worker{name: "control", every: t.ControlEvery, pass: n.controlPass()})

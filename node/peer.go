@@ -119,7 +119,7 @@ func askLeader[T any](ctx context.Context, n *Node, method, path string, body []
 	defer drain(resp)
 	switch resp.StatusCode {
 	case http.StatusOK:
-		return v, json.NewDecoder(resp.Body).Decode(&v)
+		return v, decodeAnswer(resp, &v)
 	case http.StatusNoContent:
 		return v, nil
 	}
@@ -165,6 +165,15 @@ func (n *Node) member(id blob.NodeID, l raftstore.Layout) (raftstore.Member, boo
 		return m, true
 	}
 	return l.Member(id)
+}
+
+// maxAnswer bounds a peer's JSON answer: the largest, a commit's Result,
+// holds one blob's chunk list.
+const maxAnswer = 16 << 20
+
+// decodeAnswer decodes a peer's JSON answer, reading at most maxAnswer.
+func decodeAnswer(resp *http.Response, v any) error {
+	return json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(v)
 }
 
 func drain(resp *http.Response) {

@@ -162,7 +162,7 @@ func (n *Node) confirmUnreferenced(ctx context.Context, refs []api.ShardRef) ([]
 		return nil, blob.ReadError(resp)
 	}
 	var out []api.ShardRef
-	return out, json.NewDecoder(resp.Body).Decode(&out)
+	return out, decodeAnswer(resp, &out)
 }
 
 // unreferenced (leader only) filters refs down to those no chunk record

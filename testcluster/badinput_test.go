@@ -22,6 +22,7 @@ import (
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
+	"github.com/atollstore/atoll/node"
 	"github.com/atollstore/atoll/raftstore"
 )
 
@@ -260,4 +261,45 @@ func TestBlobOfTooManyChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustRead(t, cl, id, data)
+}
+
+// TestStalledClientsAreCut: clients that stop sending — mid-headers, or
+// mid-body while holding every node-wide chunk upload slot — are cut after
+// the idle limit, and an honest upload then goes through.
+func TestStalledClientsAreCut(t *testing.T) {
+	c := start(t, Options{Regions: 3, NodesPerRegion: 1, K: 2, M: 1, ClientIdle: time.Second})
+	url := c.URLs()[0]
+	host := strings.TrimPrefix(url, "http://")
+	stall := func(request string) net.Conn {
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		if _, err := io.WriteString(conn, request); err != nil {
+			t.Fatal(err)
+		}
+		return conn
+	}
+	var stalled []net.Conn
+	stalled = append(stalled, stall("PUT /v1/chunks/"+blob.Sum(nil).String()+" HTTP/1.1\r\nHost: x\r\nX-Half: "))
+	for i := range node.DefaultConfig().PutParallel { // every upload slot
+		id := blob.Sum([]byte(fmt.Sprint("stalled", i)))
+		stalled = append(stalled, stall(fmt.Sprintf("PUT /v1/chunks/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\nten bytes.", id, 1<<20)))
+	}
+	// An honest upload gets a slot once the stalled ones are cut.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data := bytes.Repeat([]byte("honest "), 50000)
+	code, body := sendCtx(ctx, t, http.MethodPut, url+"/v1/chunks/"+blob.Sum(data).String(), data)
+	if code != http.StatusCreated {
+		t.Fatalf("honest chunk upload behind stalled clients: %d %s", code, body)
+	}
+	for i, conn := range stalled {
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		rest, err := io.ReadAll(conn) // the server closes the connection (perhaps after an error answer)
+		if err != nil {
+			t.Fatalf("stalled client %d was not cut: %v (read %q)", i, err, rest)
+		}
+	}
 }

@@ -42,6 +42,7 @@ type Options struct {
 	ChunkSize      int // default: node's default
 	MaxBlobSize    int64
 	ShardTimeout   time.Duration // per-shard transfer timeout; default: node's
+	ClientIdle     time.Duration // a stalled client is cut after this; default: node.LoopbackTimings
 	// DeadAfter is the grace before a gone node's shards are rebuilt
 	// elsewhere (default here: 1 hour, i.e. no repair unless a test asks).
 	DeadAfter time.Duration
@@ -162,6 +163,7 @@ func (c *Cluster) start(m *Member) error {
 	cfg.RepairBandwidth = cmp.Or(c.opts.RepairBandwidth, cfg.RepairBandwidth)
 	cfg.Timings = node.LoopbackTimings()
 	cfg.Timings.ShardTimeout = cmp.Or(c.opts.ShardTimeout, cfg.Timings.ShardTimeout)
+	cfg.Timings.ClientIdle = cmp.Or(c.opts.ClientIdle, cfg.Timings.ClientIdle)
 	cfg.Network, cfg.Logger, cfg.LogOutput, cfg.MasterKey = m.Net, c.opts.Logger, c.opts.LogOutput, c.masterKey
 	cfg.WrapStorage = func(s storage.Storage) storage.Storage { m.Disk = faulty.New(s); return m.Disk }
 	n, err := node.Start(cfg)
@@ -180,7 +182,7 @@ func (c *Cluster) start(m *Member) error {
 	m.S3 = "http://" + ln.Addr().String()
 	s3h := s3.New(n, c.opts.Logger)
 	s3h.Domain = c.opts.S3Domain
-	m.s3srv = &http.Server{Handler: s3h, ReadHeaderTimeout: 10 * time.Second}
+	m.s3srv = node.NewHTTPServer(s3h, cfg.Timings.ClientIdle, c.opts.Logger)
 	go m.s3srv.Serve(m.Net.Listener(ln))
 	return nil
 }

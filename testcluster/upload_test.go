@@ -223,7 +223,12 @@ func manifestJSON(id blob.ID, chunk []byte) []byte {
 // send makes one raw request and returns the status and body.
 func send(t *testing.T, method, url string, body []byte) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	return sendCtx(context.Background(), t, method, url, body)
+}
+
+func sendCtx(ctx context.Context, t *testing.T, method, url string, body []byte) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,7 +93,7 @@ func cmdServer(args []string) error {
 		}
 		s3h := s3.New(n, cfg.Logger)
 		s3h.Domain = s3Domain
-		s3srv = &http.Server{Handler: s3h, ReadHeaderTimeout: 10 * time.Second}
+		s3srv = node.NewHTTPServer(s3h, cfg.Timings.ClientIdle, cfg.Logger)
 		go s3srv.Serve(ln)
 		fmt.Fprintf(os.Stderr, "S3 endpoint on http://%s\n", ln.Addr())
 	}
