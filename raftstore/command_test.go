@@ -168,11 +168,20 @@ func TestPoisonPillThroughRaft(t *testing.T) {
 	big, _ := json.Marshal(PutBlobCommand(bigBlob("pill", 3*MaxChunksPerCommand)))
 	pills = append(pills, big)
 	for _, p := range pills {
-		f := l.s.raft.Apply(p, 10*time.Second)
-		if err := f.Error(); err != nil {
-			t.Fatal(err)
-		}
-		if res, _ := f.Response().(applyResult); res.Err == nil {
+		var res applyResult
+		waitFor(t, "a pill committed", func() bool { // NB: retried across elections (-race on two cores)
+			l := leaderOf(nodes)
+			if l == nil {
+				return false
+			}
+			f := l.s.raft.Apply(p, 10*time.Second)
+			if f.Error() != nil {
+				return false
+			}
+			res, _ = f.Response().(applyResult)
+			return true
+		})
+		if res.Err == nil {
 			t.Fatalf("a poison pill of %d bytes was applied", len(p))
 		}
 	}
