@@ -71,13 +71,11 @@ func (r *repairState) update(fn func(*api.RepairStatus)) {
 func (n *Node) repairPass() func(context.Context) error {
 	limiter := rate.NewLimiter(rate.Limit(n.cfg.RepairBandwidth), 16<<20)
 	return func(ctx context.Context) error {
-		if err := n.reconcile(ctx, limiter); err != nil {
-			return err
+		err := n.reconcile(ctx, limiter) // NB: a failed reconcile does not skip the drop, as before
+		if derr := n.dropAbandoned(ctx); derr != nil {
+			err = errors.Join(err, fmt.Errorf("dropping abandoned chunks: %w", derr))
 		}
-		if err := n.dropAbandoned(ctx); err != nil {
-			return fmt.Errorf("dropping abandoned chunks: %w", err)
-		}
-		return nil
+		return err
 	}
 }
 
