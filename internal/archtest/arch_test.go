@@ -20,6 +20,7 @@ var allowed = map[string][]string{
 	"erasure":             {"blob"},
 	"placement":           {"blob"},
 	"api":                 {"blob"},
+	"pki":                 {"blob"},
 	"storage":             {"blob", "erasure"},
 	"internal/ctxio":      {},
 	"storage/disk":        {"blob", "storage", "internal/ctxio"},
