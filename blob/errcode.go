@@ -35,6 +35,7 @@ var (
 		{ErrMissingChunks, "missing_chunks", http.StatusConflict},
 		{ErrExists, "exists", http.StatusConflict},
 		{ErrNotEmpty, "not_empty", http.StatusConflict},
+		{ErrForbidden, "forbidden", http.StatusForbidden},
 	}
 )
 

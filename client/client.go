@@ -17,13 +17,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/pki"
 )
 
 // Client talks to an Atoll cluster. It is safe for concurrent use.
@@ -34,12 +37,26 @@ type Client struct {
 }
 
 // New returns a client for the nodes at addrs (base URLs; a bare host:port
-// gets "http://").
+// gets "http://"), for a cluster running without credentials.
 func New(addrs ...string) *Client {
-	c := &Client{hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+	return newClient(&http.Transport{MaxIdleConnsPerHost: 16}, "http://", addrs)
+}
+
+// NewTLS returns a client for a cluster running with credentials (a bare
+// host:port gets "https://"): it trusts nodes whose certificate the CA
+// bundle of creds signed, for the address dialled, and presents the
+// client certificate of creds, if any (an operator's: admin actions need
+// one).
+func NewTLS(creds *pki.Creds, addrs ...string) *Client {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}
+	return newClient(&http.Transport{MaxIdleConnsPerHost: 16, DialTLSContext: creds.DialTLS(d.DialContext)}, "https://", addrs)
+}
+
+func newClient(tr *http.Transport, scheme string, addrs []string) *Client {
+	c := &Client{hc: &http.Client{Transport: tr}}
 	for _, a := range addrs {
 		if !strings.Contains(a, "://") {
-			a = "http://" + a
+			a = scheme + a
 		}
 		c.addrs = append(c.addrs, strings.TrimRight(a, "/"))
 	}
@@ -221,6 +238,13 @@ func (c *Client) DrainNode(ctx context.Context, id blob.NodeID) error {
 // still holds shards: drain it first.
 func (c *Client) RemoveNode(ctx context.Context, id blob.NodeID) error {
 	return c.noContent(ctx, http.MethodDelete, "/v1/nodes/"+string(id))
+}
+
+// RevokeNode removes a seized or compromised node at once, shards and
+// all (the cluster rebuilds them from the other regions); every node
+// refuses its certificate from then on.
+func (c *Client) RevokeNode(ctx context.Context, id blob.NodeID) error {
+	return c.noContent(ctx, http.MethodPost, "/v1/nodes/"+string(id)+"/revoke")
 }
 
 func (c *Client) noContent(ctx context.Context, method, path string) error {

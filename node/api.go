@@ -14,6 +14,7 @@ import (
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/pki"
 	"github.com/atollstore/atoll/raftstore"
 	"github.com/atollstore/atoll/storage/remote"
 )
@@ -31,9 +32,10 @@ import (
 //	GET      /v1/keys           -> [{"access_key", "created"}]
 //	DELETE   /v1/keys/{id}      -> 204
 //	GET      /v1/cluster
-//	POST     /v1/nodes/{id}/drain, DELETE /v1/nodes/{id}  (see admin.go)
+//	POST     /v1/nodes/{id}/drain, POST /v1/nodes/{id}/revoke, DELETE /v1/nodes/{id}  (see admin.go)
 //
-// Internal, node to node:
+// Keys and nodes are admin actions: operator client certificates only
+// (auth.go). Internal, node to node (node certificates only):
 //
 //	PUT|GET|HEAD /internal/shards/{chunk}/{index}  raw shard file (storage/remote)
 //	POST /internal/apply        raft command, leader only (421 otherwise)
@@ -52,20 +54,21 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("POST /v1/chunks/have", n.handleHave)
 	mux.HandleFunc("PUT /v1/chunks/{id}", n.handleChunkPut)
 	mux.HandleFunc("POST /v1/manifests", n.handleManifest)
-	mux.HandleFunc("POST /v1/keys", n.handleCreateKey)
-	mux.HandleFunc("GET /v1/keys", n.handleListKeys)
-	mux.HandleFunc("DELETE /v1/keys/{id}", n.handleDeleteKey)
+	mux.Handle("POST /v1/keys", n.adminOnly(n.handleCreateKey))
+	mux.Handle("GET /v1/keys", n.adminOnly(n.handleListKeys))
+	mux.Handle("DELETE /v1/keys/{id}", n.adminOnly(n.handleDeleteKey))
 	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
-	mux.HandleFunc("POST /v1/nodes/{id}/drain", n.handleDrain)
-	mux.HandleFunc("DELETE /v1/nodes/{id}", n.handleRemove)
-	mux.Handle(remote.Prefix, remote.Handler(n.shards, n.log))
-	mux.HandleFunc("POST /internal/apply", n.handleApply)
-	mux.HandleFunc("POST /internal/readindex", n.handleReadIndex)
-	mux.HandleFunc("GET /internal/info", n.handleInfo)
-	mux.HandleFunc("POST /internal/unreferenced", n.handleUnreferenced)
-	mux.HandleFunc("GET /internal/repair", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /v1/nodes/{id}/drain", n.adminOnly(n.handleDrain))
+	mux.Handle("POST /v1/nodes/{id}/revoke", n.adminOnly(n.handleRevoke))
+	mux.Handle("DELETE /v1/nodes/{id}", n.adminOnly(n.handleRemove))
+	mux.Handle(remote.Prefix, n.only(remote.Handler(n.shards, n.log), pki.RoleNode))
+	mux.Handle("POST /internal/apply", n.nodesOnly(n.handleApply))
+	mux.Handle("POST /internal/readindex", n.nodesOnly(n.handleReadIndex))
+	mux.Handle("GET /internal/info", n.nodesOnly(n.handleInfo))
+	mux.Handle("POST /internal/unreferenced", n.nodesOnly(n.handleUnreferenced))
+	mux.Handle("GET /internal/repair", n.nodesOnly(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.repair.get())
-	})
+	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, blob.Error{Code: "not_found", Message: fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)})
 	})

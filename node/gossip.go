@@ -1,8 +1,10 @@
 package node
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -25,9 +27,10 @@ import (
 // memberlist calls the event methods on its own goroutines with its locks
 // held; they only update gossip's map and never call back into memberlist.
 type gossip struct {
-	ml   *memberlist.Memberlist
-	meta *metaDelegate
-	port int // bound gossip port (NB: memberlist's LocalNode is live state; reading it races UpdateNode)
+	ml      *memberlist.Memberlist
+	meta    *metaDelegate
+	keyring *memberlist.Keyring // nil: gossip in the clear
+	port    int                 // bound gossip port (NB: memberlist's LocalNode is live state; reading it races UpdateNode)
 
 	mu      sync.Mutex
 	members map[blob.NodeID]*memberInfo
@@ -51,7 +54,10 @@ type gossipMeta struct {
 	Formed bool `json:"formed,omitempty"`
 }
 
-func newGossip(self raftstore.Member, bind string, port int, t Timings, logOut io.Writer, network *Network) (*gossip, error) {
+// newGossip starts memberlist. With keys (primary first) every gossip
+// message and stream is encrypted and authenticated (AES-256-GCM, the
+// keyring's); a process without a key cannot join or be heard.
+func newGossip(self raftstore.Member, bind string, port int, t Timings, logOut io.Writer, network *Network, keys [][]byte) (*gossip, error) {
 	g := &gossip{members: map[blob.NodeID]*memberInfo{}, failures: map[blob.NodeID]time.Time{}, suspectFor: t.SuspectFor}
 	g.meta = &metaDelegate{m: gossipMeta{Member: self}}
 	if meta := g.meta.NodeMeta(0); len(meta) > memberlist.MetaMaxSize-16 {
@@ -71,6 +77,13 @@ func newGossip(self raftstore.Member, bind string, port int, t Timings, logOut i
 	c.Logger = log.New(logOut, "memberlist: ", 0)
 	c.Delegate = g.meta
 	c.Events = g
+	if len(keys) > 0 {
+		kr, err := memberlist.NewKeyring(keys[1:], keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip: %w", err)
+		}
+		c.Keyring, g.keyring = kr, kr
+	}
 	if network != nil {
 		var nt *memberlist.NetTransport
 		var err error
@@ -92,6 +105,32 @@ func newGossip(self raftstore.Member, bind string, port int, t Timings, logOut i
 	g.ml = ml
 	g.port = int(ml.LocalNode().Port) // before any UpdateNode can run
 	return g, nil
+}
+
+// setKeys makes keys (primary first) the keyring: new keys are installed,
+// the primary used, keys no longer listed removed — memberlist's rotation
+// steps, run on every node by a reload of its credentials.
+func (g *gossip) setKeys(keys [][]byte) error {
+	kr := g.keyring
+	if kr == nil || len(keys) == 0 {
+		return errors.New("gossip: encryption can only be configured at start")
+	}
+	for _, k := range keys {
+		if err := kr.AddKey(k); err != nil {
+			return err
+		}
+	}
+	if err := kr.UseKey(keys[0]); err != nil {
+		return err
+	}
+	for _, k := range kr.GetKeys() {
+		if !slices.ContainsFunc(keys, func(o []byte) bool { return bytes.Equal(o, k) }) {
+			if err := kr.RemoveKey(k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Port is the gossip port actually bound.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/atollstore/atoll/pki"
 	"github.com/atollstore/atoll/raftstore"
 	"github.com/hashicorp/memberlist"
 )
@@ -211,22 +212,28 @@ func (c *filteredConn) SetWriteDeadline(t time.Time) error {
 // raftLayer is raft's StreamLayer over a filtered listener and dialer.
 type raftLayer struct {
 	net.Listener
-	net *Network
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-// RaftStreamLayer listens on bind for raft traffic through n.
-func (n *Network) RaftStreamLayer(bind string) (raftstore.StreamLayer, error) {
+// RaftStreamLayer listens on bind for raft traffic through n (which may be
+// nil: no filter). With creds, raft runs over mutual TLS between nodes
+// only: a client certificate, or none, cannot speak raft.
+func (n *Network) RaftStreamLayer(bind string, creds *pki.Creds) (raftstore.StreamLayer, error) {
 	l, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
 	}
-	return &raftLayer{Listener: n.Listener(l), net: n}, nil
+	rl := &raftLayer{Listener: n.Listener(l), dial: n.DialContext}
+	if creds != nil {
+		rl.Listener, rl.dial = creds.Listener(rl.Listener, pki.NodesOnly), creds.DialTLS(n.DialContext)
+	}
+	return rl, nil
 }
 
 func (l *raftLayer) Dial(addr string, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return l.net.DialContext(ctx, "tcp", string(addr))
+	return l.dial(ctx, "tcp", addr)
 }
 
 // filteredTransport is memberlist's NetTransport with blocked peers

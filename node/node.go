@@ -25,6 +25,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -43,6 +44,7 @@ import (
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/pki"
 	"github.com/atollstore/atoll/placement"
 	"github.com/atollstore/atoll/raftstore"
 	"github.com/atollstore/atoll/storage"
@@ -98,6 +100,13 @@ type Config struct {
 	// MasterKey (32 bytes, the same on every node) seals S3 secrets in the
 	// metadata; without it no access key can be created or used.
 	MasterKey []byte
+
+	// Creds, if set, are the node's certificate, CA bundle and gossip keys
+	// (package pki): every channel — API, shard transfer, raft, gossip —
+	// is then authenticated and encrypted, /internal/* answers only to
+	// nodes and admin actions only to operator clients. Without Creds
+	// everything is plaintext and open: for benchmarks and tests only.
+	Creds *pki.Creds
 
 	// WrapStorage, if set, wraps the node's shard store (testcluster
 	// injects disk faults through it).
@@ -337,8 +346,8 @@ func Start(cfg Config) (*Node, error) {
 	t := cfg.Timings
 	ropts := raftstore.Options{Dir: cfg.Dir, NodeID: cfg.ID, Bind: hostPort(cfg.Bind, cfg.RaftPort), Logger: n.log, LogOutput: cfg.LogOutput,
 		Heartbeat: t.RaftHeartbeat, Election: t.RaftElection, LeaderLease: t.RaftLeaderLease}
-	if cfg.Network != nil {
-		if ropts.Stream, err = cfg.Network.RaftStreamLayer(ropts.Bind); err != nil {
+	if cfg.Network != nil || cfg.Creds != nil {
+		if ropts.Stream, err = cfg.Network.RaftStreamLayer(ropts.Bind, cfg.Creds); err != nil {
 			return fail(fmt.Errorf("node: raft listen: %w", err))
 		}
 		cleanup = append(cleanup, func() { ropts.Stream.Close() }) // NB: a second Close after raft's is harmless
@@ -347,9 +356,17 @@ func Start(cfg Config) (*Node, error) {
 		return fail(err)
 	}
 	cleanup = append(cleanup, func() { n.meta.Close() })
+	scheme := "http://"
+	if cfg.Creds != nil {
+		if id := cfg.Creds.Identity(); id != pki.Node(cfg.ID, cfg.Region) {
+			return fail(fmt.Errorf("node: the certificate is for %s, but this node is %s", id, pki.Node(cfg.ID, cfg.Region)))
+		}
+		cfg.Creds.Deny(n.revoked)
+		scheme = "https://"
+	}
 	n.self = raftstore.Member{
 		Node: placement.Node{ID: cfg.ID, Region: cfg.Region, Zone: cfg.Zone, Weight: cfg.Weight},
-		API:  "http://" + ln.Addr().String(),
+		API:  scheme + ln.Addr().String(),
 		Raft: n.meta.Addr(),
 	}
 	if cfg.GossipPort == 0 {
@@ -360,15 +377,25 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	n.self.Gossip = hostPort(cfg.Bind, cfg.GossipPort)
-	if n.gossip, err = newGossip(n.self, cfg.Bind, cfg.GossipPort, cfg.Timings, cfg.LogOutput, cfg.Network); err != nil {
+	var gossipKeys [][]byte
+	if cfg.Creds != nil {
+		gossipKeys = cfg.Creds.GossipKeys()
+	}
+	if n.gossip, err = newGossip(n.self, cfg.Bind, cfg.GossipPort, cfg.Timings, cfg.LogOutput, cfg.Network, gossipKeys); err != nil {
 		return fail(err)
 	}
-	n.peers = &http.Client{Transport: &http.Transport{
+	tr := &http.Transport{
 		DialContext:           cfg.Network.DialContext,
 		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       30 * time.Second,
 		ResponseHeaderTimeout: cfg.Timings.ShardTimeout,
-	}}
+	}
+	apiLn := cfg.Network.Listener(ln)
+	if cfg.Creds != nil {
+		tr.DialTLSContext = cfg.Creds.DialTLS(cfg.Network.DialContext)
+		apiLn = tls.NewListener(apiLn, cfg.Creds.ServerTLS(pki.AnyPeer))
+	}
+	n.peers = &http.Client{Transport: tr}
 	n.http = NewHTTPServer(n.routes(), cfg.Timings.ClientIdle, n.log)
 
 	n.wg.Go(n.joinLoop)
@@ -376,7 +403,7 @@ func Start(cfg Config) (*Node, error) {
 	n.startWorker(&worker{name: "reconnect", every: t.ReconnectEvery, pass: n.reconnectPass})
 	n.startWorker(&worker{name: "repair", every: t.RepairEvery, leaderOnly: true, pass: n.repairPass()})
 	n.startWorker(&worker{name: "scrub", every: cfg.ScrubInterval, pass: n.scrubPass()})
-	go n.http.Serve(cfg.Network.Listener(ln)) // NB: after n.workers is complete; handlers read it
+	go n.http.Serve(apiLn) // NB: after n.workers is complete; handlers read it
 	n.log.Info("node started", "region", cfg.Region, "zone", cfg.Zone, "api", n.self.API, "raft", n.self.Raft, "gossip", n.GossipAddr())
 	return n, nil
 }
@@ -393,7 +420,7 @@ func (n *Node) GossipAddr() string { return hostPort(n.cfg.Bind, n.gossip.Port()
 // Ports returns the bound API, gossip and raft ports, so a restart can
 // reuse them.
 func (n *Node) Ports() (api, gossip, raft int) {
-	_, a, _ := net.SplitHostPort(strings.TrimPrefix(n.self.API, "http://"))
+	_, a, _ := net.SplitHostPort(n.self.API[strings.Index(n.self.API, "://")+3:])
 	_, r, _ := net.SplitHostPort(n.self.Raft)
 	fmt.Sscan(a, &api)
 	fmt.Sscan(r, &raft)
@@ -579,6 +606,12 @@ func (n *Node) maintainLayout(ctx context.Context) error {
 		}
 		if ok && cur == m {
 			continue
+		}
+		if !ok || cur.API != m.API || cur.Raft != m.Raft || cur.Gossip != m.Gossip || cur.Region != m.Region {
+			if err := n.verifyMember(ctx, m); err != nil {
+				n.log.Warn("layout: refusing a node whose certificate does not match its claims", "member", m.ID, "err", err)
+				continue
+			}
 		}
 		if err := set(m, "node added or updated"); err != nil {
 			return err

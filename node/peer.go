@@ -132,11 +132,8 @@ func (n *Node) leader() (raftstore.Member, error) {
 	if id == "" {
 		return raftstore.Member{}, fmt.Errorf("%w: no raft leader", raftstore.ErrNotLeader)
 	}
-	if m, ok := n.gossip.member(id); ok {
-		return m, nil
-	}
 	l, _ := n.meta.Layout()
-	if m, ok := l.Member(id); ok {
+	if m, ok := n.member(id, l); ok {
 		return m, nil
 	}
 	return raftstore.Member{}, fmt.Errorf("%w: leader %s has no known address", raftstore.ErrNotLeader, id)
@@ -158,13 +155,15 @@ func (n *Node) lookup(ctx context.Context, id blob.ID) (*raftstore.Blob, error) 
 	return n.meta.Blob(id)
 }
 
-// member resolves a node ID to its addresses: gossip first (freshest),
-// then the layout.
+// member resolves a node ID to its addresses: the layout's, which the
+// leader verified against the node's certificate (verifyMember), and
+// gossip's only for a node not in the layout yet — with credentials never,
+// since anyone holding the gossip key may gossip any claim.
 func (n *Node) member(id blob.NodeID, l raftstore.Layout) (raftstore.Member, bool) {
-	if m, ok := n.gossip.member(id); ok {
-		return m, true
+	if m, ok := l.Member(id); ok || n.cfg.Creds != nil {
+		return m, ok
 	}
-	return l.Member(id)
+	return n.gossip.member(id)
 }
 
 // maxAnswer bounds a peer's JSON answer: the largest, a commit's Result,

@@ -199,10 +199,7 @@ func (n *Node) liveNodes(l raftstore.Layout) []raftstore.Member {
 	var out []raftstore.Member
 	for _, m := range l.Active() {
 		if m.ID == n.cfg.ID || n.gossip.state(m.ID) == api.StateAlive {
-			if g, ok := n.gossip.member(m.ID); ok {
-				m = g // freshest addresses
-			}
-			out = append(out, m)
+			out = append(out, m) // NB: the layout's addresses (see member)
 		}
 	}
 	return out

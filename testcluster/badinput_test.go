@@ -48,7 +48,7 @@ func httpError(t *testing.T, resp *http.Response) (int, string) {
 func TestBadInput(t *testing.T) {
 	c := start(t, Options{MaxBlobSize: 100 << 10})
 	url := c.URLs()[0]
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	ctx := context.Background()
 
 	t.Run("unknown id", func(t *testing.T) {
@@ -65,7 +65,7 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("malformed id", func(t *testing.T) {
 		for _, bad := range []string{"abc", strings.Repeat("!", 52), strings.Repeat("a", 53), "../../etc/passwd"} {
-			resp, err := http.Get(url + "/v1/blobs/" + bad)
+			resp, err := c.HTTPClient().Get(url + "/v1/blobs/" + bad)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,7 +74,7 @@ func TestBadInput(t *testing.T) {
 			}
 		}
 		for _, bad := range []string{strings.Repeat("1", 52), strings.Repeat("7", 52), strings.ToUpper(blob.Sum(nil).String())} {
-			resp, err := http.Get(url + "/v1/blobs/" + bad)
+			resp, err := c.HTTPClient().Get(url + "/v1/blobs/" + bad)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,13 +104,13 @@ func TestBadInput(t *testing.T) {
 	t.Run("truncated upload", func(t *testing.T) {
 		before := blobCount(t, cl)
 		body := bytes.Repeat([]byte("x"), 70<<10)
-		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		conn, err := c.Dial(ctx, url)
 		if err != nil {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(conn, "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 90<<10)
 		conn.Write(body) // 70 KiB of the promised 90, then the client vanishes
-		conn.(*net.TCPConn).CloseWrite()
+		conn.(interface{ CloseWrite() error }).CloseWrite()
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err == nil {
 			if resp.StatusCode < 400 {
@@ -144,7 +144,7 @@ func TestBadInput(t *testing.T) {
 		} {
 			req, _ := http.NewRequest("GET", url+"/v1/blobs/"+id.String(), nil)
 			req.Header.Set("Range", tc.rg)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := c.HTTPClient().Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +160,7 @@ func TestBadInput(t *testing.T) {
 func TestShutdownNodeFailsOver(t *testing.T) {
 	c := start(t, Options{})
 	ms := c.Members()
-	cl := client.New(ms[1].Node.URL(), ms[2].Node.URL())
+	cl := c.Client(ms[1].Node.URL(), ms[2].Node.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := ms[1].Node.Shutdown(ctx); err != nil {
@@ -197,7 +197,7 @@ func TestFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAlive(t, c)
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	r := rand.New(rand.NewPCG(9, 9))
 	var blobs [][]byte
 	for range 12 {
@@ -230,7 +230,7 @@ func TestBlobOfTooManyChunks(t *testing.T) {
 	limit := int64(raftstore.MaxChunksPerCommand) * (64 << 10)
 
 	// A declared length one byte over: answered before the body is sent.
-	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	conn, err := c.Dial(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestBlobOfTooManyChunks(t *testing.T) {
 	if code != http.StatusRequestEntityTooLarge || !strings.Contains(msg, "chunks") {
 		t.Fatalf("manifest of %d chunks: %d %s", len(m.Chunks), code, msg)
 	}
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	data := bytes.Repeat([]byte("still fine"), 1000)
 	id, err := cl.Put(context.Background(), bytes.NewReader(data))
 	if err != nil {
@@ -269,9 +269,8 @@ func TestBlobOfTooManyChunks(t *testing.T) {
 func TestStalledClientsAreCut(t *testing.T) {
 	c := start(t, Options{Regions: 3, NodesPerRegion: 1, K: 2, M: 1, ClientIdle: time.Second})
 	url := c.URLs()[0]
-	host := strings.TrimPrefix(url, "http://")
 	stall := func(request string) net.Conn {
-		conn, err := net.Dial("tcp", host)
+		conn, err := c.Dial(context.Background(), url)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -31,7 +31,7 @@ func benchCluster(b *testing.B) (*Cluster, *client.Client) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
-	return c, client.New(c.URLs()[0])
+	return c, c.Client(c.URLs()[0])
 }
 
 // stamps makes every benchmark put unique, across -count runs too.
@@ -122,7 +122,7 @@ func BenchmarkRepairRegionLoss(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cl := client.New(c.URLs()...)
+		cl := c.Client()
 		data := randBytes(rand.New(rand.NewPCG(1, 1)), 64<<20)
 		for range mib / 64 {
 			stamp(data)

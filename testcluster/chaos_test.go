@@ -136,7 +136,7 @@ func TestRegionLoss(t *testing.T) {
 	for _, variant := range []string{"leader-region", "follower-region"} {
 		t.Run(variant, func(t *testing.T) {
 			c := start(t, Options{})
-			cl := client.New(c.URLs()...)
+			cl := c.Client()
 			blobs := corpus(7, 100)
 			ids := putAll(t, cl, blobs)
 
@@ -189,7 +189,7 @@ func TestRegionLoss(t *testing.T) {
 			}
 			waitAlive(t, c)
 			t.Logf("region %s back and seen alive by all in %v", victim, time.Since(t0))
-			back := client.New(regionURLs(c, victim)...)
+			back := c.Client(regionURLs(c, victim)...)
 			verifyAll(t, back, append(ids, moreIDs...), append(blobs, more...))
 		})
 	}
@@ -249,14 +249,14 @@ func TestKillNodeMidPut(t *testing.T) {
 			}
 			data := randBytes(rand.New(rand.NewPCG(3, 3)), 200*chunk+5)
 			id := blob.Sum(data)
-			cl := client.New(gateway.Node.URL()) // no failover: the put must go through the gateway
+			cl := c.Client(gateway.Node.URL()) // no failover: the put must go through the gateway
 			_, err := cl.Put(context.Background(), &slowReader{data: data, hook: func() {
 				if err := c.KillNode(victim.ID); err != nil {
 					t.Error(err)
 				}
 			}})
 			t.Logf("put with %s killed halfway: err=%v", victim.ID, err)
-			reader := client.New(c.URLs()...)
+			reader := c.Client()
 			got, gerr := getBytes(reader, id)
 			switch {
 			case err == nil:
@@ -299,7 +299,7 @@ func shardFiles(t *testing.T, c *Cluster, chunkID blob.ID) []string {
 
 func TestCorruptShardsDetectedAndSurvived(t *testing.T) {
 	c := start(t, Options{})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	data := randBytes(rand.New(rand.NewPCG(5, 5)), 5*chunk+123)
 	id, err := cl.Put(context.Background(), bytes.NewReader(data))
 	if err != nil {
@@ -361,7 +361,7 @@ func TestCorruptShardsDetectedAndSurvived(t *testing.T) {
 
 func TestPartitionedRegion(t *testing.T) {
 	c := start(t, Options{})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	blobs := corpus(11, 20)
 	ids := putAll(t, cl, blobs)
 	leader, err := c.WaitLeader(context.Background())
@@ -370,14 +370,14 @@ func TestPartitionedRegion(t *testing.T) {
 	}
 	cut := otherRegion(c, leader.Region)
 	c.Partition(cut)
-	majority := client.New(regionURLs(c, otherRegion(c, cut))...)
+	majority := c.Client(regionURLs(c, otherRegion(c, cut))...)
 	verifyAll(t, majority, ids, blobs)
 	more := corpus(12, 5)
 	moreIDs := putAll(t, majority, more)
 
 	// The cut-off region has no quorum and too few shards: it must refuse,
 	// never acknowledge a write it cannot make durable.
-	isolated := client.New(regionURLs(c, cut)...)
+	isolated := c.Client(regionURLs(c, cut)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := isolated.Put(ctx, bytes.NewReader([]byte("from the isolated region"))); err == nil {
@@ -395,7 +395,7 @@ func TestIdenticalContentStoredOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := client.New(leader.Node.URL()) // the leader's replica is never behind
+	cl := c.Client(leader.Node.URL()) // the leader's replica is never behind
 	data := randBytes(rand.New(rand.NewPCG(4, 4)), 7*chunk+3)
 	id1, err := cl.Put(ctx, bytes.NewReader(data))
 	if err != nil {
@@ -434,7 +434,7 @@ func TestIdenticalContentStoredOnce(t *testing.T) {
 // only because gets hedge to other shards.
 func TestBlackholedRegionCostsLittle(t *testing.T) {
 	c := start(t, Options{ShardTimeout: 60 * time.Second})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	blobs := corpus(13, 15)
 	ids := putAll(t, cl, blobs)
 	leader, err := c.WaitLeader(context.Background())
@@ -443,7 +443,7 @@ func TestBlackholedRegionCostsLittle(t *testing.T) {
 	}
 	cut := otherRegion(c, leader.Region)
 	c.Blackhole(cut)
-	reader := client.New(regionURLs(c, leader.Region)...)
+	reader := c.Client(regionURLs(c, leader.Region)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i, id := range ids {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
-	"github.com/atollstore/atoll/client"
 	"github.com/atollstore/atoll/storage/faulty"
 )
 
@@ -19,7 +18,7 @@ import (
 func TestFailingDisk(t *testing.T) {
 	c := start(t, Options{})
 	bad := c.Members()[4]
-	cl := client.New(regionURLs(c, otherRegion(c, bad.Region))...) // gateways with healthy disks
+	cl := c.Client(regionURLs(c, otherRegion(c, bad.Region))...) // gateways with healthy disks
 	before := corpus(41, 8)
 	beforeIDs := putAll(t, cl, before)
 
@@ -56,7 +55,7 @@ func TestFailingDisk(t *testing.T) {
 // and the node's scrubber rebuilds every one of them.
 func TestShardRotsBetweenWriteAndRead(t *testing.T) {
 	c := start(t, Options{ScrubInterval: 300 * time.Millisecond})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	rotting := c.Members()[7]
 	rotting.Disk.Inject(faulty.Fault{Ops: faulty.Receive, FlipBit: true})
 	blobs := corpus(43, 10)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/atollstore/atoll/api"
-	"github.com/atollstore/atoll/client"
 )
 
 type syncBuffer struct {
@@ -35,7 +34,7 @@ func (s *syncBuffer) String() string {
 func TestTwoRegionsSaySo(t *testing.T) {
 	var logs syncBuffer
 	c := start(t, Options{Regions: 2, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	ci, err := client.New(c.URLs()...).Cluster(context.Background())
+	ci, err := c.Client().Cluster(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +58,7 @@ func TestTwoRegionsSaySo(t *testing.T) {
 // followers.
 func TestWorkersReport(t *testing.T) {
 	c := start(t, Options{Regions: 3, NodesPerRegion: 1})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	err := c.waitFor(context.Background(), "every worker to report", func() bool {
 		ci, err := cl.Cluster(context.Background())
 		if err != nil {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atollstore/atoll/client"
 	"github.com/zeebo/blake3"
 )
 
@@ -77,7 +76,7 @@ func TestMemoryDoesNotGrowWithBlobSize(t *testing.T) {
 	// collector's pacing slack (by default it may reach twice the live heap).
 	defer debug.SetGCPercent(debug.SetGCPercent(20))
 	c := start(t, Options{ChunkSize: 4 << 20})
-	cl := client.New(c.URLs()[0])
+	cl := c.Client(c.URLs()[0])
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/atollstore/atoll/blob"
-	"github.com/atollstore/atoll/client"
 	"github.com/atollstore/atoll/storage/faulty"
 )
 
@@ -52,7 +51,7 @@ func TestRandomFailuresUnderLoad(t *testing.T) {
 	t.Logf("seed %d (replay: go test ./testcluster -run TestRandomFailuresUnderLoad -seed %d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	c := start(t, Options{})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
 
@@ -159,7 +158,7 @@ func TestRandomFailuresUnderLoad(t *testing.T) {
 		t.Fatalf("only %d puts succeeded in 25 s: the cluster was unavailable far more than one region's loss explains", len(ids))
 	}
 	waitAlive(t, c)
-	final := client.New(c.URLs()...)
+	final := c.Client()
 	for _, id := range ids {
 		got, err := getBytes(final, id)
 		if err != nil || !bytes.Equal(got, acked[id]) {

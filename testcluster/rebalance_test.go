@@ -151,7 +151,7 @@ func TestAddNodesUnderLoad(t *testing.T) {
 	// put slower than OrphanGrace then had its shards reclaimed before its
 	// commit (ARCHITECTURE: the grace must exceed the longest put).
 	c := start(t, Options{OrphanGrace: 2 * time.Second, ScrubInterval: 2 * time.Second})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	blobs := corpus(41, 40)
 	ids := putAll(t, cl, blobs)
 	before := locations(t, cl, ids)
@@ -191,7 +191,7 @@ func TestAddNodesUnderLoad(t *testing.T) {
 func TestDrainUnderLoad(t *testing.T) {
 	c := start(t, Options{OrphanGrace: 2 * time.Second, ScrubInterval: time.Second}) // NB: see TestAddNodesUnderLoad
 	ctx := context.Background()
-	cl := client.New(c.URLs()...)
+	cl := c.Operator()
 	blobs := corpus(51, 30)
 	ids := putAll(t, cl, blobs)
 	leader, _ := c.WaitLeader(ctx)
@@ -205,7 +205,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	if err := cl.RemoveNode(ctx, victim.ID); err == nil {
 		t.Fatal("removing a node that holds shards was allowed")
 	}
-	l := startLoad(client.New(regionURLs(c, otherRegion(c, victim.Region))...), ids, blobs)
+	l := startLoad(c.Client(regionURLs(c, otherRegion(c, victim.Region))...), ids, blobs)
 	if err := cl.DrainNode(ctx, victim.ID); err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,7 @@ func assertFullRedundancy(t *testing.T, cl *client.Client, ids []blob.ID, dead b
 // survives one more node's loss.
 func TestRepairAfterRegionLoss(t *testing.T) {
 	c := start(t, Options{DeadAfter: time.Second})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	blobs := corpus(21, 100)
 	ids := putAll(t, cl, blobs)
 	victim, ci := loseRegionAndRepair(t, c, cl)
@@ -111,7 +111,7 @@ func TestRepairAfterRegionLoss(t *testing.T) {
 // one restores ≤ m shards per region, so a second region can then be lost.
 func TestFourRegionsRegainTolerance(t *testing.T) {
 	c := start(t, Options{Regions: 4, DeadAfter: time.Second})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	blobs := corpus(61, 40)
 	ids := putAll(t, cl, blobs)
 	first, ci := loseRegionAndRepair(t, c, cl)
@@ -141,7 +141,7 @@ func TestFourRegionsRegainTolerance(t *testing.T) {
 // leader would not.)
 func TestLeaderKilledMidRepair(t *testing.T) {
 	c := start(t, Options{DeadAfter: time.Second, RepairBandwidth: 1 << 20})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	blobs := corpus(71, 80)
 	ids := putAll(t, cl, blobs)
 	leader, _ := c.WaitLeader(context.Background())
@@ -181,7 +181,7 @@ func TestLeaderKilledMidRepair(t *testing.T) {
 // and the returning nodes' stale shards are reclaimed, not double-counted.
 func TestReturningRegion(t *testing.T) {
 	c := start(t, Options{DeadAfter: time.Second, OrphanGrace: time.Second, ScrubInterval: 300 * time.Millisecond})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	blobs := corpus(81, 30)
 	ids := putAll(t, cl, blobs)
 	victim, _ := loseRegionAndRepair(t, c, cl)

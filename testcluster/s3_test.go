@@ -26,8 +26,9 @@ import (
 	"github.com/atollstore/atoll/api"
 )
 
-func awsClient(endpoint string, key api.AccessKey) *s3.Client {
+func awsClient(c *Cluster, endpoint string, key api.AccessKey) *s3.Client {
 	return s3.New(s3.Options{
+		HTTPClient:   c.HTTPClient(),
 		BaseEndpoint: aws.String(endpoint),
 		UsePathStyle: true,
 		Region:       "us-east-1",
@@ -74,8 +75,8 @@ func getObject(t *testing.T, cl *s3.Client, bucket, key string) ([]byte, *s3.Get
 func TestS3WithAWSSDK(t *testing.T) {
 	c, key := startS3(t)
 	ctx := context.Background()
-	cl := awsClient(c.S3URLs()[0], key)
-	other := awsClient(c.S3URLs()[4], key) // another node: reads are linearizable anywhere
+	cl := awsClient(c, c.S3URLs()[0], key)
+	other := awsClient(c, c.S3URLs()[4], key) // another node: reads are linearizable anywhere
 	r := rand.New(rand.NewPCG(20, 20))
 	bucket := aws.String("photos")
 
@@ -306,11 +307,11 @@ func TestS3WithAWSSDK(t *testing.T) {
 	}
 
 	// Wrong secret, unknown key, anonymous: refused, and nothing stored.
-	bad := awsClient(c.S3URLs()[0], api.AccessKey{AccessKey: key.AccessKey, SecretKey: "wrong" + key.SecretKey[5:]})
+	bad := awsClient(c, c.S3URLs()[0], api.AccessKey{AccessKey: key.AccessKey, SecretKey: "wrong" + key.SecretKey[5:]})
 	if _, err := bad.PutObject(ctx, &s3.PutObjectInput{Bucket: bucket, Key: aws.String("evil"), Body: bytes.NewReader([]byte("x"))}); s3Code(err) != "SignatureDoesNotMatch" {
 		t.Fatalf("wrong secret: %v", err)
 	}
-	unknown := awsClient(c.S3URLs()[0], api.AccessKey{AccessKey: "AKNOTAKEY", SecretKey: key.SecretKey})
+	unknown := awsClient(c, c.S3URLs()[0], api.AccessKey{AccessKey: "AKNOTAKEY", SecretKey: key.SecretKey})
 	if _, err := unknown.ListBuckets(ctx, &s3.ListBucketsInput{}); s3Code(err) != "InvalidAccessKeyId" {
 		t.Fatalf("unknown key: %v", err)
 	}
@@ -359,7 +360,8 @@ func TestS3WithMinio(t *testing.T) {
 	ctx := context.Background()
 	r := rand.New(rand.NewPCG(21, 21))
 	dial := func(endpoint string) *minio.Client {
-		mc, err := minio.New(strings.TrimPrefix(endpoint, "http://"), &minio.Options{Creds: miniocreds.NewStaticV4(key.AccessKey, key.SecretKey, ""), Region: "us-east-1", BucketLookup: minio.BucketLookupPath})
+		mc, err := minio.New(strings.TrimPrefix(endpoint, "https://"), &minio.Options{Creds: miniocreds.NewStaticV4(key.AccessKey, key.SecretKey, ""), Region: "us-east-1", BucketLookup: minio.BucketLookupPath,
+			Secure: true, Transport: c.HTTPClient().Transport})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -477,15 +479,14 @@ func TestS3VirtualHosted(t *testing.T) {
 	}
 	ctx := context.Background()
 	endpoint := c.S3URLs()[0]
-	_, port, _ := net.SplitHostPort(strings.TrimPrefix(endpoint, "http://"))
-	// Every *.s3.atoll.test name reaches the node, as a wildcard DNS record would.
-	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, strings.TrimPrefix(endpoint, "http://"))
-	}
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(endpoint, "https://"))
+	// Every *.s3.atoll.test name reaches the node, as a wildcard DNS record
+	// would (and the node's certificate is checked against its IP).
+	dial := func(ctx context.Context, network, _ string) (net.Conn, error) { return c.Dial(ctx, endpoint) }
 	var hosts []string
 	var mu sync.Mutex
 	vh := s3.New(s3.Options{
-		BaseEndpoint: aws.String("http://s3.atoll.test:" + port), Region: "us-east-1",
+		BaseEndpoint: aws.String("https://s3.atoll.test:" + port), Region: "us-east-1",
 		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
 			return aws.Credentials{AccessKeyID: key.AccessKey, SecretAccessKey: key.SecretKey}, nil
 		}),
@@ -493,7 +494,7 @@ func TestS3VirtualHosted(t *testing.T) {
 			mu.Lock()
 			hosts = append(hosts, r.URL.Host)
 			mu.Unlock()
-			return (&http.Transport{DialContext: dial}).RoundTrip(r)
+			return (&http.Transport{DialTLSContext: dial}).RoundTrip(r)
 		})},
 	})
 	if _, err := vh.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("vhost")}); err != nil {
@@ -505,7 +506,7 @@ func TestS3VirtualHosted(t *testing.T) {
 	if got, _ := getObject(t, vh, "vhost", "a/b.txt"); string(got) != "virtual" {
 		t.Fatalf("virtual-hosted get: %q", got)
 	}
-	if got, _ := getObject(t, awsClient(endpoint, key), "vhost", "a/b.txt"); string(got) != "virtual" {
+	if got, _ := getObject(t, awsClient(c, endpoint, key), "vhost", "a/b.txt"); string(got) != "virtual" {
 		t.Fatalf("path-style get of the same object: %q", got)
 	}
 	l, err := vh.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("vhost")})

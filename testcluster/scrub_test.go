@@ -45,7 +45,7 @@ func allShardsHealthy(cl *client.Client, ids []blob.ID) bool {
 // gets a wrong byte.
 func TestScrubberRepairsBitRot(t *testing.T) {
 	c := start(t, Options{ScrubInterval: 300 * time.Millisecond})
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	blobs := corpus(31, 12)
 	ids := putAll(t, cl, blobs)
 
@@ -119,7 +119,7 @@ func TestDeletedBlobsAreReclaimed(t *testing.T) {
 	c := start(t, Options{ScrubInterval: 300 * time.Millisecond, OrphanGrace: time.Second})
 	ctx := context.Background()
 	leader, _ := c.WaitLeader(ctx)
-	cl := client.New(leader.Node.URL())
+	cl := c.Client(leader.Node.URL())
 	r := rand.New(rand.NewPCG(2, 2))
 	shared := randBytes(r, 4*chunk)
 	a := append(append([]byte{}, shared...), randBytes(r, 3*chunk)...)

@@ -11,6 +11,7 @@ import (
 	"cmp"
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,7 @@ import (
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/node"
+	"github.com/atollstore/atoll/pki"
 	"github.com/atollstore/atoll/s3"
 	"github.com/atollstore/atoll/storage"
 	"github.com/atollstore/atoll/storage/faulty"
@@ -49,11 +51,15 @@ type Options struct {
 	// ScrubInterval and OrphanGrace: see node.Config (defaults here: 1 hour,
 	// i.e. no scrubbing or reclaiming unless a test asks).
 	ScrubInterval, OrphanGrace time.Duration
-	RepairBandwidth            int          // bytes/s; default: node's
-	S3Domain                   string       // enables virtual-hosted–style S3 requests (s3.Server.Domain)
-	Dir                        string       // parent of the nodes' data dirs; default: a new temp dir, removed by Close
-	Logger                     *slog.Logger // default: discard
-	LogOutput                  io.Writer    // raft/memberlist logs; default: discard
+	RepairBandwidth            int    // bytes/s; default: node's
+	S3Domain                   string // enables virtual-hosted–style S3 requests (s3.Server.Domain)
+	Dir                        string // parent of the nodes' data dirs; default: a new temp dir, removed by Close
+	// Plaintext runs the nodes without credentials: no TLS anywhere, every
+	// endpoint open (the "before" of the mTLS benchmarks). By default the
+	// cluster has its own CA, every node a certificate, and gossip a key.
+	Plaintext bool
+	Logger    *slog.Logger // default: discard
+	LogOutput io.Writer    // raft/memberlist logs; default: discard
 }
 
 // RegionNames are the names given to regions, in order.
@@ -67,8 +73,11 @@ type Member struct {
 	Dir    string
 	Node   *node.Node
 	Net    *node.Network
-	// S3 is the node's S3 endpoint (http://IP:port) while it runs.
+	// S3 is the node's S3 endpoint (https://IP:port) while it runs.
 	S3 string
+	// Creds are the node's credentials (nil in a Plaintext cluster); they
+	// survive restarts, and Rotate replaces them in place.
+	Creds *pki.Creds
 	// Disk wraps the node's shard store so tests can inject disk faults
 	// (errors, bit flips, latency, torn writes). A restart starts with a
 	// fresh one, without faults.
@@ -82,9 +91,11 @@ type Member struct {
 type Cluster struct {
 	opts      Options
 	ownDir    bool
-	masterKey []byte // seals S3 secrets, the same on every node
-	mu        sync.Mutex
-	members   []*Member
+	masterKey []byte      // seals S3 secrets, the same on every node
+	pki       *clusterPKI // nil when Plaintext
+
+	mu      sync.Mutex
+	members []*Member
 }
 
 // Start starts the cluster and waits until it has formed: every node is in
@@ -106,6 +117,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	c := &Cluster{opts: opts, masterKey: make([]byte, 32)}
 	crand.Read(c.masterKey)
+	if !opts.Plaintext {
+		var err error
+		if c.pki, err = newClusterPKI(); err != nil {
+			return nil, err
+		}
+	}
 	if c.opts.Dir == "" {
 		d, err := os.MkdirTemp("", "atoll-testcluster-")
 		if err != nil {
@@ -166,6 +183,13 @@ func (c *Cluster) start(m *Member) error {
 	cfg.Timings.ClientIdle = cmp.Or(c.opts.ClientIdle, cfg.Timings.ClientIdle)
 	cfg.Network, cfg.Logger, cfg.LogOutput, cfg.MasterKey = m.Net, c.opts.Logger, c.opts.LogOutput, c.masterKey
 	cfg.WrapStorage = func(s storage.Storage) storage.Storage { m.Disk = faulty.New(s); return m.Disk }
+	if c.pki != nil && m.Creds == nil {
+		var err error
+		if m.Creds, err = c.pki.nodeCreds(m.ID, m.Region, m.IP); err != nil {
+			return err
+		}
+	}
+	cfg.Creds = m.Creds
 	n, err := node.Start(cfg)
 	if err != nil {
 		return fmt.Errorf("testcluster: start %s: %w", m.ID, err)
@@ -179,11 +203,15 @@ func (c *Cluster) start(m *Member) error {
 		return fmt.Errorf("testcluster: S3 listen for %s: %w", m.ID, err)
 	}
 	m.s3port = ln.Addr().(*net.TCPAddr).Port
-	m.S3 = "http://" + ln.Addr().String()
 	s3h := s3.New(n, c.opts.Logger)
 	s3h.Domain = c.opts.S3Domain
 	m.s3srv = node.NewHTTPServer(s3h, cfg.Timings.ClientIdle, c.opts.Logger)
-	go m.s3srv.Serve(m.Net.Listener(ln))
+	s3ln := m.Net.Listener(ln)
+	m.S3 = "http://" + ln.Addr().String()
+	if m.Creds != nil {
+		s3ln, m.S3 = tls.NewListener(s3ln, m.Creds.ServerTLS(pki.AnyPeer)), "https://"+ln.Addr().String()
+	}
+	go m.s3srv.Serve(s3ln)
 	return nil
 }
 

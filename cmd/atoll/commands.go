@@ -20,7 +20,7 @@ import (
 
 func cmdPut(args []string) error {
 	fs := flag.NewFlagSet("put", flag.ContinueOnError)
-	server := serverFlag(fs)
+	cn := connFlags(fs)
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -30,7 +30,10 @@ func cmdPut(args []string) error {
 		return usagef("want exactly one FILE (or - for stdin)")
 	}
 	ctx := context.Background()
-	cl := newClient(*server)
+	cl, err := cn.open()
+	if err != nil {
+		return err
+	}
 	if pos[0] != "-" {
 		f, err := os.Open(pos[0])
 		if err != nil {
@@ -82,7 +85,7 @@ func streamPut(ctx context.Context, cl *client.Client, r io.Reader, quiet bool) 
 
 func cmdGet(args []string) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
-	server := serverFlag(fs)
+	cn := connFlags(fs)
 	out := fs.String("o", "", "write to this file instead of stdout")
 	cont := fs.Bool("continue", false, "resume a partial -o FILE from where it stopped")
 	quiet := fs.Bool("quiet", false, "no progress bar")
@@ -94,7 +97,10 @@ func cmdGet(args []string) error {
 		return usagef("--continue needs -o FILE")
 	}
 	ctx := context.Background()
-	cl := newClient(*server)
+	cl, err := cn.open()
+	if err != nil {
+		return err
+	}
 	size, err := cl.Size(ctx, id)
 	if err != nil {
 		return err
@@ -153,13 +159,17 @@ func cmdGet(args []string) error {
 
 func cmdStat(args []string) error {
 	fs := flag.NewFlagSet("stat", flag.ContinueOnError)
-	server := serverFlag(fs)
+	cn := connFlags(fs)
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	id, err := oneID(fs, args)
 	if err != nil {
 		return err
 	}
-	st, err := newClient(*server).Stat(context.Background(), id)
+	cl, err := cn.open()
+	if err != nil {
+		return err
+	}
+	st, err := cl.Stat(context.Background(), id)
 	if err != nil {
 		return err
 	}
@@ -188,17 +198,21 @@ func cmdStat(args []string) error {
 
 func cmdRm(args []string) error {
 	fs := flag.NewFlagSet("rm", flag.ContinueOnError)
-	server := serverFlag(fs)
+	cn := connFlags(fs)
 	id, err := oneID(fs, args)
 	if err != nil {
 		return err
 	}
-	return newClient(*server).Delete(context.Background(), id)
+	cl, err := cn.open()
+	if err != nil {
+		return err
+	}
+	return cl.Delete(context.Background(), id)
 }
 
 func cmdCluster(args []string) error {
 	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
-	server := serverFlag(fs)
+	cn := connFlags(fs)
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -207,7 +221,11 @@ func cmdCluster(args []string) error {
 	if len(pos) != 0 {
 		return usagef("unexpected arguments %q", pos)
 	}
-	ci, err := newClient(*server).Cluster(context.Background())
+	cl, err := cn.open()
+	if err != nil {
+		return err
+	}
+	ci, err := cl.Cluster(context.Background())
 	if err != nil {
 		return err
 	}
@@ -251,11 +269,11 @@ func joinRegions(ci *api.ClusterInfo) string {
 }
 
 func cmdNode(args []string) error {
-	if len(args) == 0 || (args[0] != "drain" && args[0] != "remove") {
-		return usagef("want: atoll node drain|remove [--server URL] ID")
+	if len(args) == 0 || (args[0] != "drain" && args[0] != "remove" && args[0] != "revoke") {
+		return usagef("want: atoll node drain|remove|revoke [--server URL] ID")
 	}
 	fs := flag.NewFlagSet("node "+args[0], flag.ContinueOnError)
-	server := serverFlag(fs)
+	cn := connFlags(fs)
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -263,15 +281,26 @@ func cmdNode(args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one node ID")
 	}
-	cl, id := newClient(*server), blob.NodeID(pos[0])
-	if args[0] == "drain" {
-		if err := cl.DrainNode(context.Background(), id); err != nil {
+	cl, err := cn.open()
+	if err != nil {
+		return err
+	}
+	ctx, id := context.Background(), blob.NodeID(pos[0])
+	switch args[0] {
+	case "drain":
+		if err := cl.DrainNode(ctx, id); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "node %s is draining; follow with: atoll cluster\n", id)
 		return nil
+	case "revoke":
+		if err := cl.RevokeNode(ctx, id); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "node %s is revoked: every node refuses its certificate; its shards are being rebuilt elsewhere\n", id)
+		return nil
 	}
-	return cl.RemoveNode(context.Background(), id)
+	return cl.RemoveNode(ctx, id)
 }
 
 func cmdKey(args []string) error {
@@ -279,13 +308,17 @@ func cmdKey(args []string) error {
 		return usagef("want: atoll key create|list|delete [--server URL] ...")
 	}
 	fs := flag.NewFlagSet("key "+args[0], flag.ContinueOnError)
-	server := serverFlag(fs)
+	cn := connFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
 	}
-	ctx, cl := context.Background(), newClient(*server)
+	ctx := context.Background()
+	cl, err := cn.open()
+	if err != nil {
+		return err
+	}
 	switch args[0] {
 	case "create":
 		if len(pos) != 0 {

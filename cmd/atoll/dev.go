@@ -9,11 +9,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/atollstore/atoll/blob"
-	"github.com/atollstore/atoll/client"
+	"github.com/atollstore/atoll/pki"
 	"github.com/atollstore/atoll/testcluster"
 )
 
@@ -30,13 +31,24 @@ func cmdDev(args []string) error {
 		return err
 	}
 	defer c.Close()
+	// The cluster made its own CA; the CLI and S3 tools need its
+	// certificate, and admin commands an operator's.
+	certs, err := os.MkdirTemp("", "atoll-dev-certs-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(certs)
+	if err := c.WriteClientCerts(certs); err != nil {
+		return err
+	}
 	urls := c.URLs()
 	fmt.Println(urls[0])
-	fmt.Fprintf(os.Stderr, "cluster ready; every node serves the API and S3:\n")
+	fmt.Fprintf(os.Stderr, "cluster ready; every node serves the API and S3 over TLS:\n")
 	for _, m := range c.Members() {
 		fmt.Fprintf(os.Stderr, "  %-12s %-9s %s  S3 %s\n", m.ID, m.Region, m.Node.URL(), m.S3)
 	}
-	fmt.Fprintf(os.Stderr, "try: ATOLL_SERVER=%s atoll cluster\n     ATOLL_SERVER=%s atoll key create   (then any S3 tool on %s)\n(interrupt to stop; data is temporary)\n", urls[0], urls[0], c.S3URLs()[0])
+	fmt.Fprintf(os.Stderr, "try: export ATOLL_SERVER=%s ATOLL_CERTS_DIR=%s\n     atoll cluster\n     atoll key create   (then any S3 tool on %s, trusting %s)\n(interrupt to stop; data is temporary)\n",
+		urls[0], certs, c.S3URLs()[0], filepath.Join(certs, pki.CACert))
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
@@ -61,7 +73,7 @@ func cmdDemo(args []string) error {
 	}
 	defer c.Close()
 	say("cluster formed in %v", time.Since(start).Round(time.Millisecond))
-	cl := client.New(c.URLs()...)
+	cl := c.Client()
 	ci, err := cl.Cluster(ctx)
 	if err != nil {
 		return err
@@ -154,7 +166,7 @@ func cmdDemo(args []string) error {
 			back = append(back, m.Node.URL())
 		}
 	}
-	cl = client.New(back...) // read through the returning region's nodes
+	cl = c.Client(back...) // read through the returning region's nodes
 	time.Sleep(2 * time.Second)
 	if err := verify("after the region returned"); err != nil {
 		return err

@@ -1,6 +1,7 @@
 // Command atoll is the Atoll server and command-line client.
 //
-//	atoll server --data DIR --region NAME --bind IP [--zone NAME] [--join IP,...] [--bootstrap-expect N]
+//	atoll server --data DIR --region NAME --bind IP --certs-dir DIR [--zone NAME] [--join IP,...] [--bootstrap-expect N]
+//	atoll cert create-ca|create-node|create-client ...
 //	atoll put  [--server URL] FILE|-
 //	atoll get  [--server URL] ID [-o FILE]
 //	atoll stat [--server URL] [--json] ID
@@ -16,16 +17,19 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
+	"github.com/atollstore/atoll/pki"
 )
 
 const usage = `atoll — a geo-redundant blob store
 
 usage:
-  atoll server --data DIR --region NAME --bind IP [--zone NAME] [--join IP,...] [--bootstrap-expect N]
+  atoll server --data DIR --region NAME --bind IP --certs-dir DIR [--zone NAME] [--join IP,...] [--bootstrap-expect N]
+  atoll cert create-ca|create-node|create-client ...   the cluster's CA and certificates
   atoll put  [--server URL] [--quiet] FILE|-        store a file, print its ID
   atoll get  [--server URL] [--quiet] ID [-o FILE [--continue]]
                                           fetch a blob to FILE or stdout, verified against its ID;
@@ -35,13 +39,16 @@ usage:
   atoll cluster [--server URL] [--json]   regions, nodes, raft leader and voters, guarantees, repair
   atoll node drain  [--server URL] ID     move every shard off a node (it keeps serving meanwhile)
   atoll node remove [--server URL] ID     remove a drained node from the cluster
+  atoll node revoke [--server URL] ID     remove a seized or compromised node now; its certificate is refused
   atoll key create [--server URL] [--json]  make an S3 access key (the secret is shown once)
   atoll key list   [--server URL] [--json]  list S3 access keys
   atoll key delete [--server URL] KEY       revoke an S3 access key
   atoll dev                               run a 3-region x 3-node cluster in this process
   atoll demo                              show a region being lost without losing data
 
---server defaults to $ATOLL_SERVER, else http://127.0.0.1:8700.
+--server defaults to $ATOLL_SERVER, else https://127.0.0.1:8700; --certs-dir
+($ATOLL_CERTS_DIR) holds the cluster's ca.crt and, for admin commands (node,
+key), an operator's client certificate (--client NAME, $ATOLL_CLIENT).
 Run "atoll COMMAND -h" for a command's flags.
 `
 
@@ -52,7 +59,7 @@ func main() {
 	}
 	cmds := map[string]func([]string) error{
 		"server": cmdServer, "put": cmdPut, "get": cmdGet, "stat": cmdStat, "rm": cmdRm,
-		"cluster": cmdCluster, "node": cmdNode, "key": cmdKey, "dev": cmdDev, "demo": cmdDemo,
+		"cluster": cmdCluster, "node": cmdNode, "key": cmdKey, "cert": cmdCert, "dev": cmdDev, "demo": cmdDemo,
 	}
 	name, args := os.Args[1], os.Args[2:]
 	if name == "-h" || name == "--help" || name == "help" {
@@ -112,15 +119,49 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func serverFlag(fs *flag.FlagSet) *string {
-	def := os.Getenv("ATOLL_SERVER")
-	if def == "" {
-		def = "http://127.0.0.1:8700"
+// conn is how a command reaches the cluster: --server, and the
+// credentials in --certs-dir (the CA bundle, and the --client
+// certificate an operator's commands need).
+type conn struct{ server, certsDir, client *string }
+
+func connFlags(fs *flag.FlagSet) conn {
+	certs := os.Getenv("ATOLL_CERTS_DIR")
+	server := os.Getenv("ATOLL_SERVER")
+	if server == "" {
+		server = "https://127.0.0.1:8700"
 	}
-	return fs.String("server", def, "server URL (several may be given, comma-separated)")
+	return conn{
+		server:   fs.String("server", server, "server URL (several may be given, comma-separated)"),
+		certsDir: fs.String("certs-dir", certs, "directory holding ca.crt and client certificates (default $ATOLL_CERTS_DIR)"),
+		client:   fs.String("client", os.Getenv("ATOLL_CLIENT"), "client certificate name in --certs-dir (default $ATOLL_CLIENT, else the only client.*.crt there)"),
+	}
 }
 
-func newClient(server string) *client.Client { return client.New(strings.Split(server, ",")...) }
+// open returns a client: with TLS when there is a certs directory (the
+// server is then checked against its CA), plaintext otherwise.
+func (c conn) open() (*client.Client, error) {
+	addrs := strings.Split(*c.server, ",")
+	if *c.certsDir == "" {
+		for _, a := range addrs {
+			if strings.HasPrefix(a, "https://") {
+				return nil, usagef("%s is served over TLS: give --certs-dir (or $ATOLL_CERTS_DIR) with the cluster's ca.crt", a)
+			}
+		}
+		return client.New(addrs...), nil
+	}
+	name := *c.client
+	if name == "" {
+		found, _ := filepath.Glob(filepath.Join(*c.certsDir, "client.*.crt"))
+		if len(found) == 1 {
+			name = strings.TrimSuffix(strings.TrimPrefix(filepath.Base(found[0]), "client."), ".crt")
+		}
+	}
+	creds, err := pki.LoadClient(*c.certsDir, name)
+	if err != nil {
+		return nil, err
+	}
+	return client.NewTLS(creds, addrs...), nil
+}
 
 // oneID parses flags and exactly one blob ID.
 func oneID(fs *flag.FlagSet, args []string) (blob.ID, error) {

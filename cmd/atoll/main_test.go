@@ -30,6 +30,7 @@ type realCluster struct {
 	apis   []string // each node's API URL
 	s3s    []string // each node's S3 endpoint
 	server string   // the first node's API, the CLI's default
+	certs  string   // the operator's certs dir: ca.crt and client.admin.*
 }
 
 // startReal builds the binary and starts regions × perRegion servers.
@@ -50,10 +51,26 @@ func startReal(t *testing.T, regions, perRegion int) *realCluster {
 		}
 	}
 	for _, ip := range ips {
-		c.apis = append(c.apis, "http://"+ip+":8700")
-		c.s3s = append(c.s3s, "http://"+ip+":8900")
+		c.apis = append(c.apis, "https://"+ip+":8700")
+		c.s3s = append(c.s3s, "https://"+ip+":8900")
 	}
 	c.server = c.apis[0]
+	// The operator's machine: a CA, then a certificate per node (copied
+	// with ca.crt and gossip.key to the node's certs dir) and one for the
+	// operator's CLI.
+	ca := filepath.Join(c.dir, "ca")
+	c.certs = filepath.Join(c.dir, "operator")
+	certCmd := func(args ...string) {
+		if out, err := exec.Command(c.bin, append([]string{"cert"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("atoll cert %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	certCmd("create-ca", "--certs-dir", ca)
+	certCmd("create-client", "--certs-dir", ca, "--out", c.certs, "admin")
+	for i, ip := range ips {
+		certCmd("create-node", "--certs-dir", ca, "--out", filepath.Join(c.dir, fmt.Sprint("n", i), "certs"),
+			"--region", fmt.Sprint("region", i/perRegion+1), "--id", fmt.Sprint("node", i), "--ip", ip)
+	}
 	keyFile := filepath.Join(c.dir, "master.key")
 	if err := os.WriteFile(keyFile, []byte(strings.Repeat("a1", 32)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -61,7 +78,8 @@ func startReal(t *testing.T, regions, perRegion int) *realCluster {
 	for i, ip := range ips {
 		cmd := exec.Command(c.bin, "server", "--data", filepath.Join(c.dir, fmt.Sprint("n", i)), "--region", fmt.Sprint("region", i/perRegion+1),
 			"--bind", ip, "--join", strings.Join(slices.DeleteFunc(slices.Clone(ips), func(o string) bool { return o == ip }), ","),
-			"--bootstrap-expect", fmt.Sprint(len(ips)), "--log-level", "warn", "--s3-master-key-file", keyFile)
+			"--bootstrap-expect", fmt.Sprint(len(ips)), "--log-level", "warn", "--s3-master-key-file", keyFile,
+			"--certs-dir", filepath.Join(c.dir, fmt.Sprint("n", i), "certs"))
 		logf, _ := os.Create(filepath.Join(c.dir, fmt.Sprintf("n%d.log", i)))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
@@ -81,7 +99,7 @@ func startReal(t *testing.T, regions, perRegion int) *realCluster {
 // command returns the CLI invoked with args against the cluster.
 func (c *realCluster) command(args ...string) *exec.Cmd {
 	cmd := exec.Command(c.bin, args...)
-	cmd.Env = append(os.Environ(), "ATOLL_SERVER="+c.server)
+	cmd.Env = append(os.Environ(), "ATOLL_SERVER="+c.server, "ATOLL_CERTS_DIR="+c.certs)
 	return cmd
 }
 
@@ -103,7 +121,7 @@ func (c *realCluster) run(args ...string) (stdout, stderr string, code int) {
 // drives them through the CLI exactly as a script would.
 func TestRealBinary(t *testing.T) {
 	c := startReal(t, 3, 1)
-	dir, bin, server, run := c.dir, c.bin, c.server, c.run
+	dir, server, run := c.dir, c.server, c.run
 	procs := c.procs
 
 	// The cluster forms.
@@ -181,7 +199,7 @@ func TestRealBinary(t *testing.T) {
 		t.Fatalf("resuming a longer file: exit %d, stderr %q", code, errOut)
 	}
 	// stdin put and stdout get.
-	cmd := exec.Command(bin, "put", "--server", server, "-")
+	cmd := c.command("put", "--server", server, "-")
 	cmd.Stdin = bytes.NewReader([]byte("from stdin"))
 	sid, err := cmd.Output()
 	if err != nil {

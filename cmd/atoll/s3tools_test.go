@@ -32,7 +32,8 @@ func TestS3Tools(t *testing.T) {
 		t.Fatalf("key list: %s", out)
 	}
 	endpoint := c.s3s[0]
-	host := strings.TrimPrefix(endpoint, "http://")
+	host := strings.TrimPrefix(endpoint, "https://")
+	caFile := filepath.Join(c.certs, "ca.crt") // every tool checks the node's certificate against it
 
 	// A directory tree to copy around, with awkward names.
 	tree := filepath.Join(c.dir, "tree")
@@ -59,8 +60,7 @@ func TestS3Tools(t *testing.T) {
 	tool := func(t *testing.T, name string, env []string, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(name, args...)
-		// NB: a CA bundle set for the machine's proxy makes rclone's AWS SDK
-		// fail over plain HTTP; the endpoint here is plain HTTP.
+		// NB: the machine may set a CA bundle of its own (for its proxy).
 		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(v string) bool { return strings.HasPrefix(v, "AWS_CA_BUNDLE=") }), env...)
 		start := time.Now()
 		defer func() { t.Logf("%s %s: %v", name, strings.Join(args, " "), time.Since(start).Round(time.Millisecond)) }()
@@ -92,7 +92,7 @@ func TestS3Tools(t *testing.T) {
 		need(t, "rclone")
 		env := []string{"RCLONE_CONFIG_ATOLL_TYPE=s3", "RCLONE_CONFIG_ATOLL_PROVIDER=Other", "RCLONE_CONFIG_ATOLL_ENDPOINT=" + endpoint,
 			"RCLONE_CONFIG_ATOLL_ACCESS_KEY_ID=" + key.Access, "RCLONE_CONFIG_ATOLL_SECRET_ACCESS_KEY=" + key.Secret,
-			"RCLONE_CONFIG_ATOLL_FORCE_PATH_STYLE=true", "RCLONE_CONFIG=/dev/null"}
+			"RCLONE_CONFIG_ATOLL_FORCE_PATH_STYLE=true", "RCLONE_CONFIG=/dev/null", "RCLONE_CA_CERT=" + caFile}
 		tool(t, "rclone", env, "mkdir", "atoll:rclone")
 		tool(t, "rclone", env, "copy", tree, "atoll:rclone/tree")
 		back := filepath.Join(c.dir, "rclone-back")
@@ -111,7 +111,7 @@ func TestS3Tools(t *testing.T) {
 		cfg := filepath.Join(c.dir, "aws-config")
 		os.WriteFile(cfg, []byte("[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n"), 0o644)
 		env := []string{"AWS_ACCESS_KEY_ID=" + key.Access, "AWS_SECRET_ACCESS_KEY=" + key.Secret, "AWS_CONFIG_FILE=" + cfg,
-			"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true", "AWS_PAGER="}
+			"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true", "AWS_PAGER=", "AWS_CA_BUNDLE=" + caFile}
 		aws := func(args ...string) string {
 			t.Helper()
 			return tool(t, "aws", env, append([]string{"--endpoint-url", endpoint}, args...)...)
@@ -145,8 +145,8 @@ func TestS3Tools(t *testing.T) {
 	t.Run("s3cmd", func(t *testing.T) {
 		need(t, "s3cmd")
 		cfg := filepath.Join(c.dir, "s3cmd.cfg")
-		os.WriteFile(cfg, []byte(fmt.Sprintf("[default]\naccess_key = %s\nsecret_key = %s\nhost_base = %s\nhost_bucket = %s\nuse_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n",
-			key.Access, key.Secret, host, host)), 0o600)
+		os.WriteFile(cfg, []byte(fmt.Sprintf("[default]\naccess_key = %s\nsecret_key = %s\nhost_base = %s\nhost_bucket = %s\nuse_https = True\nca_certs_file = %s\ncheck_ssl_certificate = True\nsignature_v2 = False\nbucket_location = us-east-1\n",
+			key.Access, key.Secret, host, host, caFile)), 0o600)
 		s3cmd := func(args ...string) string {
 			t.Helper()
 			return tool(t, "s3cmd", nil, append([]string{"-c", cfg}, args...)...)

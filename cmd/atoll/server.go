@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/node"
+	"github.com/atollstore/atoll/pki"
 	"github.com/atollstore/atoll/s3"
 )
 
@@ -26,6 +28,8 @@ func cmdServer(args []string) error {
 	cfg := def
 	var region, zone, id, join, level, masterKeyFile, s3Domain string
 	var s3Port int
+	var certsDir string
+	var insecure bool
 	fs.StringVar(&cfg.Dir, "data", "", "data directory (required)")
 	fs.StringVar(&region, "region", "", "region (jurisdiction) of this node (required)")
 	fs.StringVar(&cfg.Bind, "bind", "", "IP address to listen on (required)")
@@ -51,6 +55,8 @@ func cmdServer(args []string) error {
 	fs.StringVar(&s3Domain, "s3-domain", "", "serve virtual-hosted–style S3 requests to BUCKET.DOMAIN (path-style always works)")
 	fs.StringVar(&masterKeyFile, "s3-master-key-file", "", "file holding the 32-byte master key (64 hex digits) that seals S3 secrets; the same on every node")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&certsDir, "certs-dir", os.Getenv("ATOLL_CERTS_DIR"), "directory with ca.crt, node.crt, node.key and gossip.key (atoll cert create-node); reloaded on SIGHUP")
+	fs.BoolVar(&insecure, "insecure", false, "run without TLS or authentication, every port open to anyone who can reach it (a single trusted machine only)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -60,6 +66,9 @@ func cmdServer(args []string) error {
 	}
 	if cfg.Dir == "" || region == "" || cfg.Bind == "" {
 		return usagef("--data, --region and --bind are required")
+	}
+	if (certsDir == "") == !insecure {
+		return usagef("give --certs-dir (made by: atoll cert create-node), or --insecure to run without TLS")
 	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -76,6 +85,17 @@ func cmdServer(args []string) error {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	cfg.LogOutput = os.Stderr
+	if certsDir != "" {
+		if cfg.Creds, err = pki.LoadNode(certsDir); err != nil {
+			return err
+		}
+		id := cfg.Creds.Identity()
+		if cfg.ID == "" {
+			cfg.ID = blob.NodeID(id.Name) // the certificate names the node
+		}
+	} else {
+		cfg.Logger.Warn("running with --insecure: no TLS, no authentication")
+	}
 	n, err := node.Start(cfg)
 	if err != nil {
 		return err
@@ -94,12 +114,23 @@ func cmdServer(args []string) error {
 		s3h := s3.New(n, cfg.Logger)
 		s3h.Domain = s3Domain
 		s3srv = node.NewHTTPServer(s3h, cfg.Timings.ClientIdle, cfg.Logger)
+		scheme := "http"
+		if cfg.Creds != nil {
+			ln, scheme = tls.NewListener(ln, cfg.Creds.ServerTLS(pki.AnyPeer)), "https"
+		}
 		go s3srv.Serve(ln)
-		fmt.Fprintf(os.Stderr, "S3 endpoint on http://%s\n", ln.Addr())
+		fmt.Fprintf(os.Stderr, "S3 endpoint on %s://%s\n", scheme, ln.Addr())
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for s := range sig {
+		if s != syscall.SIGHUP {
+			break
+		}
+		if err := n.Reload(); err != nil {
+			cfg.Logger.Error("reloading credentials failed; the old ones stay in force", "err", err)
+		}
+	}
 	fmt.Fprintln(os.Stderr, "shutting down")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

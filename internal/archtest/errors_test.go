@@ -33,6 +33,7 @@ var sentinels = map[string]error{
 	"blob.ErrBadDigest":           blob.ErrBadDigest,
 	"blob.ErrExists":              blob.ErrExists,
 	"blob.ErrNotEmpty":            blob.ErrNotEmpty,
+	"blob.ErrForbidden":           blob.ErrForbidden,
 	"blob.ErrMissingChunks":       blob.ErrMissingChunks,
 	"raftstore.ErrNotLeader":      raftstore.ErrNotLeader,
 	"raftstore.ErrStale":          raftstore.ErrStale,
