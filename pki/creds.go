@@ -107,11 +107,14 @@ func (c *Creds) GossipKeys() [][]byte { return slices.Clone(c.cur.Load().gossip)
 // which denied reports true (revoked nodes).
 func (c *Creds) Deny(denied func(Identity) bool) { c.deny.Store(&denied) }
 
-// Rotate replaces the credentials in memory (tests and in-process
-// clusters; files are reloaded with Reload).
-func (c *Creds) Rotate(certPEM, keyPEM, caPEM []byte) error {
+// Rotate replaces the credentials in memory (in-process clusters; files
+// are reloaded with Reload); nil gossipKeys keeps the current ones.
+func (c *Creds) Rotate(certPEM, keyPEM, caPEM []byte, gossipKeys [][]byte) error {
 	old := c.cur.Load()
-	st, err := newState(certPEM, keyPEM, caPEM, old.gossip)
+	if gossipKeys == nil {
+		gossipKeys = old.gossip
+	}
+	st, err := newState(certPEM, keyPEM, caPEM, gossipKeys)
 	if err != nil {
 		return err
 	}
