@@ -267,7 +267,7 @@ func TestRevokedNodeIsRefused(t *testing.T) {
 		}
 		if err := c.waitFor(ctx, "revocation to reach "+string(m.ID), func() bool {
 			got, _ := status(httpAs(victim.Creds), "GET", m.Node.URL()+"/internal/info", nil) // a fresh handshake
-			kept, _ := status(ask, "GET", m.Node.URL()+"/internal/info", nil)                  // a connection opened before
+			kept, _ := status(ask, "GET", m.Node.URL()+"/internal/info", nil)                 // a connection opened before
 			return got == 0 && kept != 200
 		}); err != nil {
 			t.Fatal(err)
