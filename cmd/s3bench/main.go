@@ -11,12 +11,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -26,6 +29,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
@@ -33,6 +37,7 @@ import (
 // config is one benchmark run.
 type config struct {
 	Endpoint, AccessKey, SecretKey, Region, Bucket string
+	CAFile                                         string // PEM bundle to trust for an https endpoint (default: the system's)
 	Sizes                                          []int64
 	Concurrency                                    []int
 	Duration                                       time.Duration // per size, concurrency and operation
@@ -59,6 +64,7 @@ func main() {
 	flag.StringVar(&c.AccessKey, "access-key", os.Getenv("AWS_ACCESS_KEY_ID"), "access key (default $AWS_ACCESS_KEY_ID)")
 	flag.StringVar(&c.SecretKey, "secret-key", os.Getenv("AWS_SECRET_ACCESS_KEY"), "secret key (default $AWS_SECRET_ACCESS_KEY)")
 	flag.StringVar(&c.Region, "region", "us-east-1", "signing region")
+	flag.StringVar(&c.CAFile, "ca", "", "PEM file of the CA that signed the endpoint's certificate (an Atoll cluster's ca.crt)")
 	flag.StringVar(&c.Bucket, "bucket", "s3bench-"+strconv.FormatInt(time.Now().Unix(), 36), "bucket to create, use and remove")
 	flag.StringVar(&sizes, "sizes", "4KiB,1MiB,64MiB", "object sizes")
 	flag.StringVar(&conc, "concurrency", "1,8", "requests in flight")
@@ -80,19 +86,39 @@ func main() {
 	}
 }
 
-func newClient(c config) *s3.Client {
+func newClient(c config) (*s3.Client, error) {
+	hc := awshttp.NewBuildableClient()
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificate", c.CAFile)
+		}
+		hc = hc.WithTransportOptions(func(tr *http.Transport) {
+			if tr.TLSClientConfig == nil {
+				tr.TLSClientConfig = &tls.Config{}
+			}
+			tr.TLSClientConfig.RootCAs = pool
+		})
+	}
 	return s3.New(s3.Options{
-		BaseEndpoint: aws.String(c.Endpoint), UsePathStyle: true, Region: c.Region,
+		BaseEndpoint: aws.String(c.Endpoint), UsePathStyle: true, Region: c.Region, HTTPClient: hc,
 		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
 			return aws.Credentials{AccessKeyID: c.AccessKey, SecretAccessKey: c.SecretKey}, nil
 		}),
-	})
+	}), nil
 }
 
 // run measures every size and concurrency: PUTs of new objects for the
 // duration, then GETs of the objects written.
 func run(ctx context.Context, c config, progress io.Writer) ([]result, error) {
-	cl := newClient(c)
+	cl, err := newClient(c)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := cl.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &c.Bucket}); err != nil {
 		return nil, fmt.Errorf("creating bucket %s: %w", c.Bucket, err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,11 @@ func TestBenchAgainstCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := config{Endpoint: c.S3URLs()[0], AccessKey: key.AccessKey, SecretKey: key.SecretKey, Region: "us-east-1", Bucket: "bench",
+	certs := t.TempDir()
+	if err := c.WriteClientCerts(certs); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config{Endpoint: c.S3URLs()[0], CAFile: filepath.Join(certs, "ca.crt"), AccessKey: key.AccessKey, SecretKey: key.SecretKey, Region: "us-east-1", Bucket: "bench",
 		Sizes: []int64{4 << 10, 1 << 20}, Concurrency: []int{1, 4}, Duration: 200 * time.Millisecond}
 	var progress bytes.Buffer
 	rs, err := run(ctx, cfg, &progress)
@@ -47,7 +52,10 @@ func TestBenchAgainstCluster(t *testing.T) {
 	if strings.Count(table.String(), "\n") != 10 || !strings.Contains(table.String(), "| GET | 1MiB | 4 |") {
 		t.Fatalf("table:\n%s", table.String())
 	}
-	cl := newClient(cfg)
+	cl, err := newClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if bs, err := cl.ListBuckets(ctx, nil); err != nil || len(bs.Buckets) != 0 {
 		t.Fatalf("buckets after the run: %+v %v", bs, err)
 	}
