@@ -20,13 +20,14 @@ import (
 // Benchmarks of the whole data path through a 3x3 cluster with the
 // default 4 MiB chunks, all nodes in this process on loopback. Every put
 // stores new bytes (each chunk is stamped with the iteration), so no chunk
-// is deduplicated.
+// is deduplicated. ATOLL_BENCH_PLAINTEXT=1 runs them without TLS (the
+// "before" of the mTLS comparison in BENCHMARKS.md).
 
 var benchSizes = []int{1 << 20, 64 << 20}
 
 func benchCluster(b *testing.B) (*Cluster, *client.Client) {
 	b.Helper()
-	c, err := Start(context.Background(), Options{})
+	c, err := Start(context.Background(), Options{Plaintext: os.Getenv("ATOLL_BENCH_PLAINTEXT") == "1"})
 	if err != nil {
 		b.Fatal(err)
 	}
