@@ -1,14 +1,19 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"iter"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/placement"
 	"github.com/atollstore/atoll/raftstore"
 	"github.com/zeebo/blake3"
@@ -163,14 +168,112 @@ func (n *Node) fetchChunk(ctx context.Context, k, m int, c raftstore.Chunk) ([][
 		}
 		return nil, fmt.Errorf("%w: chunk %s: %d of %d needed shards readable: %w", blob.ErrUnavailable, c.ID, have, k, errors.Join(errs...))
 	}
+	if ok, err := n.decodesTo(slices.Clone(shards), c); err != nil || ok {
+		return shards, err
+	}
+	// A shard passed its own checks (header, CRC) yet is wrong: forged by a
+	// lying node, or rotted along with its checksum. The chunk's ID, which
+	// the metadata holds and no storage node can change, decides: fetch
+	// every other shard and look for k that decode to it.
+	var wg sync.WaitGroup
+	for _, cd := range cands[next:] {
+		wg.Go(func() {
+			if p, err := n.readShard(ctx, cd.m, c.ID, cd.index); err == nil {
+				shards[cd.index] = p // NB: distinct indices
+			}
+		})
+	}
+	wg.Wait()
+	good, bad := n.findGoodShards(shards, c)
+	if good == nil {
+		return nil, fmt.Errorf("%w: chunk %s: no %d of its shards decode to it (%d tried)", blob.ErrCorrupt, c.ID, k, maxShardCombos)
+	}
+	for _, i := range bad {
+		from := members[c.Shards[i]]
+		n.log.Warn("shard passes its checks but is wrong (forged or rotted); rewriting it", "chunk", c.ID, "index", i, "node", from.ID)
+		h := erasure.Header{K: k, M: m, Index: i, ChunkLen: c.Len, ShardLen: len(good[i]), Chunk: c.ID, Checksum: erasure.Checksum(good[i])}
+		n.wg.Go(func() { n.writeShard(n.ctx, from, h, good[i]) }) // read repair, best effort
+	}
+	return good, nil
+}
+
+// maxShardCombos bounds the k-subsets findGoodShards decodes: every one
+// for 6+3 (84), the first 256 for wider codes.
+const maxShardCombos = 256
+
+// decodesTo reports whether shards (at least k; modified) decode to the
+// bytes chunk c's ID names.
+func (n *Node) decodesTo(shards [][]byte, c raftstore.Chunk) (bool, error) {
 	h := blake3.New()
 	if err := n.codec.Decode(shards, c.Len, h); err != nil {
-		return nil, err
+		return false, err
 	}
-	if blob.ID(h.Sum(nil)) != c.ID {
-		return nil, fmt.Errorf("%w: chunk %s decoded to different bytes", blob.ErrCorrupt, c.ID)
+	return blob.ID(h.Sum(nil)) == c.ID, nil
+}
+
+// findGoodShards looks for k of the fetched shards that decode to chunk
+// c, rebuilds every shard from them, and returns all n plus the indices
+// of fetched shards that differ from what they should be. nil if no
+// subset decodes.
+func (n *Node) findGoodShards(shards [][]byte, c raftstore.Chunk) (good [][]byte, bad []int) {
+	var have []int
+	for i, p := range shards {
+		if p != nil {
+			have = append(have, i)
+		}
 	}
-	return shards, nil
+	k, tried := n.codec.K(), 0
+	for combo := range combinations(len(have), k) {
+		if tried++; tried > maxShardCombos {
+			return nil, nil
+		}
+		sub := make([][]byte, len(shards))
+		for _, j := range combo {
+			sub[have[j]] = shards[have[j]]
+		}
+		if ok, err := n.decodesTo(slices.Clone(sub), c); err != nil || !ok {
+			continue
+		}
+		if err := n.codec.Reconstruct(sub); err != nil {
+			return nil, nil
+		}
+		for _, i := range have {
+			if !bytes.Equal(shards[i], sub[i]) {
+				bad = append(bad, i)
+			}
+		}
+		return sub, bad
+	}
+	return nil, nil
+}
+
+// combinations yields the k-subsets of [0, n) in lexicographic order.
+func combinations(n, k int) iter.Seq[[]int] {
+	return func(yield func([]int) bool) {
+		if k > n {
+			return
+		}
+		idx := make([]int, k)
+		for i := range idx {
+			idx[i] = i
+		}
+		for {
+			if !yield(idx) {
+				return
+			}
+			i := k - 1
+			for i >= 0 && idx[i] == n-k+i {
+				i--
+			}
+			if i < 0 {
+				return
+			}
+			idx[i]++
+			for j := i + 1; j < k; j++ {
+				idx[j] = idx[j-1] + 1
+			}
+		}
+	}
 }
 
 // window passes on bytes [skip, skip+left) of what is written to it.

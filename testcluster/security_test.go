@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -385,5 +386,46 @@ func TestCertificateRotation(t *testing.T) {
 	}
 	if _, err := tls.Dial("tcp", strings.TrimPrefix(c.Members()[1].Node.URL(), "https://"), c.pki.anonymous.ClientTLS(c.Members()[1].IP)); err != nil {
 		t.Errorf("a client trusting the new CA: %v", err)
+	}
+}
+
+// TestForgedShardNeverReachesClient: a node replaces one of its shards
+// with a forgery that passes every check a shard carries (header, CRC).
+// Reads through that very node still return the right bytes, the
+// forgery is identified by the chunk's ID and rewritten.
+func TestForgedShardNeverReachesClient(t *testing.T) {
+	c := start(t, Options{})
+	ctx := context.Background()
+	data := randBytes(mrand.New(mrand.NewPCG(81, 81)), 3*chunk+5)
+	id, err := c.Client().Put(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Client().Stat(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := st.Chunks[1]
+	liar := c.Member(ch.Shards[0].Node) // holds data shard 0
+	ref := storage.Ref{Chunk: ch.ID, Index: 0}
+	h, honest, err := storage.Read(ctx, liar.Disk, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := slices.Clone(honest)
+	copy(forged, "forged by a lying node")
+	h.Checksum = erasure.Checksum(forged)
+	if err := storage.Write(ctx, liar.Disk, h, forged); err != nil {
+		t.Fatal(err)
+	}
+	if _, p, err := storage.Read(ctx, liar.Disk, ref); err != nil || !bytes.Equal(p, forged) {
+		t.Fatalf("the forgery is not in place (it must pass the shard's own checks): %v", err)
+	}
+	mustRead(t, c.Client(liar.Node.URL()), id, data) // the liar is the gateway: it reads its own shard first
+	if err := c.waitFor(ctx, "the forged shard rewritten", func() bool {
+		_, p, err := storage.Read(ctx, liar.Disk, ref)
+		return err == nil && bytes.Equal(p, honest)
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
