@@ -242,7 +242,7 @@ func (n *Node) handleDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if _, err := n.apply(r.Context(), raftstore.DeleteBlobCommand(id)); err != nil {
+	if err := n.Apply(r.Context(), raftstore.DeleteBlobCommand(id)); err != nil { // NB: and applied here
 		writeError(w, fmt.Errorf("blob %s: %w", id, err))
 		return
 	}

@@ -139,16 +139,12 @@ func (n *Node) leader() (raftstore.Member, error) {
 	return raftstore.Member{}, fmt.Errorf("%w: leader %s has no known address", raftstore.ErrNotLeader, id)
 }
 
-// lookup returns blob id's record. A local miss is not trusted — this
-// replica may lag a put acknowledged elsewhere a moment ago, even across a
-// leader change — so the replica first catches up with the leader's read
-// index (Sync). While no leader can be reached the answer is
-// ErrUnavailable, never ErrNotFound.
+// lookup returns blob id's record as of now: the replica first catches up
+// with the leader's read index (Sync). Neither a local miss nor a local
+// hit is trusted — this replica may lag a put acknowledged elsewhere a
+// moment ago, or a delete. While no leader can be reached the answer is
+// ErrUnavailable, never a stale record or ErrNotFound.
 func (n *Node) lookup(ctx context.Context, id blob.ID) (*raftstore.Blob, error) {
-	b, err := n.meta.Blob(id)
-	if !errors.Is(err, blob.ErrNotFound) {
-		return b, err
-	}
 	if err := n.Sync(ctx); err != nil {
 		return nil, err
 	}

@@ -459,3 +459,57 @@ func TestBlackholedRegionCostsLittle(t *testing.T) {
 	}
 	c.Heal()
 }
+
+// TestDeletedBlobIsNeverServed: once a delete is acknowledged, no gateway
+// serves the blob — not the one that deleted it, and not one whose
+// replica lags because it cannot hear the leader (it answers
+// "unavailable", and the blob is gone once it catches up).
+func TestDeletedBlobIsNeverServed(t *testing.T) {
+	c := start(t, Options{Regions: 3, NodesPerRegion: 2, K: 3, M: 2})
+	ctx := context.Background()
+	leader, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gateway, lagging *Member
+	for _, m := range c.Members() {
+		switch {
+		case m == leader:
+		case gateway == nil:
+			gateway = m
+		case lagging == nil:
+			lagging = m
+		}
+	}
+	data := randBytes(rand.New(rand.NewPCG(91, 91)), 2*chunk)
+	id, err := c.Client(gateway.Node.URL()).Put(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRead(t, c.Client(lagging.Node.URL()), id, data) // its replica has the blob
+	// The lagging node stops hearing from the leader (only from it).
+	lagging.Net.Block(leader.IP)
+	leader.Net.Block(lagging.IP)
+	if err := c.Client(gateway.Node.URL()).Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := getBytes(c.Client(gateway.Node.URL()), id); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("the deleting gateway: %v, want not found", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if got, err := c.Client(lagging.Node.URL()).Get(sctx, id); err == nil {
+		got.Close()
+		t.Fatal("a lagging gateway served a deleted blob")
+	} else if errors.Is(err, blob.ErrNotFound) {
+		t.Log("the lagging gateway already knew")
+	}
+	lagging.Net.Heal()
+	leader.Net.Heal()
+	if err := c.waitFor(ctx, "the lagging gateway to answer not found", func() bool {
+		_, err := getBytes(c.Client(lagging.Node.URL()), id)
+		return errors.Is(err, blob.ErrNotFound)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
