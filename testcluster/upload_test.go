@@ -107,11 +107,11 @@ func TestUploadSendsOnlyWhatIsMissing(t *testing.T) {
 // finished are dropped after the grace and their shards reclaimed; lying
 // manifests and chunks are refused.
 func TestUploadResumesAndReclaims(t *testing.T) {
-	// NB: the grace must outlast the cut and the resumed upload (have-check
-	// to verified manifest): under -race on two cores, with other packages
-	// testing alongside, 8 s was once too short (a chunk acknowledged
-	// before the cut was dropped and sent again).
-	c := start(t, Options{OrphanGrace: 15 * time.Second, ScrubInterval: 300 * time.Millisecond})
+	// NB: the grace must outlast the resumed upload from its have-check
+	// (which renews the grace of the chunks already there) to its verified
+	// manifest: under -race on two cores that took up to 14 s, and chunks
+	// acknowledged before the cut were dropped and sent again.
+	c := start(t, Options{OrphanGrace: 30 * time.Second, ScrubInterval: 300 * time.Millisecond})
 	cl := c.Client()
 	r := rand.New(rand.NewPCG(10, 10))
 	data := randBytes(r, 4<<20)
