@@ -3,6 +3,7 @@
 package api
 
 import (
+	"slices"
 	"time"
 
 	"github.com/atollstore/atoll/blob"
@@ -162,10 +163,39 @@ type Manifest struct {
 	Chunks []ChunkRef `json:"chunks"`
 }
 
-// AccessKey is an S3 credential. SecretKey is only ever sent once, in the
-// answer to its creation.
+// AccessKey is a data credential: for S3 (SigV4) and for the native API
+// (Authorization: Bearer ACCESS_KEY:SECRET_KEY). SecretKey is only ever
+// sent once, in the answer to its creation. Scopes limit what it may do
+// (ScopeRead, ScopeWrite, ScopeDelete; all when empty); Buckets, when not
+// empty, limit it to those S3 buckets, and then it has no access to the
+// native API's blobs.
 type AccessKey struct {
 	AccessKey string    `json:"access_key"`
 	SecretKey string    `json:"secret_key,omitempty"`
 	Created   time.Time `json:"created"`
+	Scopes    []string  `json:"scopes,omitempty"`
+	Buckets   []string  `json:"buckets,omitempty"`
+}
+
+// Scopes of an access key.
+const (
+	ScopeRead   = "read"   // get, head, stat, list
+	ScopeWrite  = "write"  // put, upload chunks and manifests, create buckets
+	ScopeDelete = "delete" // delete blobs, objects, buckets
+)
+
+// Allows reports whether k may act with scope on bucket ("" for the
+// native API's blobs).
+func (k AccessKey) Allows(scope, bucket string) bool {
+	if len(k.Scopes) > 0 && !slices.Contains(k.Scopes, scope) {
+		return false
+	}
+	return len(k.Buckets) == 0 || (bucket != "" && slices.Contains(k.Buckets, bucket))
+}
+
+// KeyRequest is the body of POST /v1/keys (optional: no body makes a key
+// with every scope on everything).
+type KeyRequest struct {
+	Scopes  []string `json:"scopes,omitempty"`
+	Buckets []string `json:"buckets,omitempty"`
 }

@@ -108,6 +108,8 @@ var (
 	// ErrMissingChunks: a manifest names chunks the cluster does not hold
 	// (never uploaded, or abandoned and reclaimed); upload them and retry.
 	ErrMissingChunks = errors.New("chunks missing")
+	// ErrBadRequest: a request the API cannot make sense of.
+	ErrBadRequest = errors.New("bad request")
 	// ErrForbidden: the caller's credentials (or lack of them) do not allow
 	// the request.
 	ErrForbidden = errors.New("forbidden")

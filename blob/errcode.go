@@ -36,6 +36,7 @@ var (
 		{ErrExists, "exists", http.StatusConflict},
 		{ErrNotEmpty, "not_empty", http.StatusConflict},
 		{ErrForbidden, "forbidden", http.StatusForbidden},
+		{ErrBadRequest, "bad_request", http.StatusBadRequest},
 	}
 )
 

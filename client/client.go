@@ -31,9 +31,10 @@ import (
 
 // Client talks to an Atoll cluster. It is safe for concurrent use.
 type Client struct {
-	addrs []string
-	hc    *http.Client
-	next  atomic.Uint32 // preferred address: the last one that answered
+	addrs  []string
+	hc     *http.Client
+	bearer string        // "ACCESS_KEY:SECRET_KEY", or none
+	next   atomic.Uint32 // preferred address: the last one that answered
 }
 
 // New returns a client for the nodes at addrs (base URLs; a bare host:port
@@ -63,6 +64,13 @@ func newClient(tr *http.Transport, scheme string, addrs []string) *Client {
 	return c
 }
 
+// WithAccessKey returns a client for the same nodes that authenticates
+// with an access key (Authorization: Bearer), for callers without an
+// operator certificate; what it may do is the key's scopes.
+func (c *Client) WithAccessKey(id, secret string) *Client {
+	return &Client{addrs: c.addrs, hc: c.hc, bearer: id + ":" + secret}
+}
+
 // ErrNoNodes means no node of the list could be reached.
 var ErrNoNodes = errors.New("no Atoll node reachable")
 
@@ -85,6 +93,9 @@ func (c *Client) do(ctx context.Context, mk func(base string) (*http.Request, er
 		req, err := mk(c.addrs[idx])
 		if err != nil {
 			return nil, err
+		}
+		if c.bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+c.bearer)
 		}
 		resp, err := c.hc.Do(req.WithContext(ctx))
 		if err != nil {
@@ -261,11 +272,12 @@ func (c *Client) noContent(ctx context.Context, method, path string) error {
 	return nil
 }
 
-// CreateAccessKey makes a new S3 credential. Its secret is only ever
-// returned here.
-func (c *Client) CreateAccessKey(ctx context.Context) (api.AccessKey, error) {
+// CreateAccessKey makes a new access key (for S3, and for this API with
+// WithAccessKey), limited as req says. Its secret is only ever returned
+// here.
+func (c *Client) CreateAccessKey(ctx context.Context, req api.KeyRequest) (api.AccessKey, error) {
 	var k api.AccessKey
-	err := c.postJSON(ctx, "/v1/keys", struct{}{}, &k)
+	err := c.postJSON(ctx, "/v1/keys", req, &k)
 	return k, err
 }
 

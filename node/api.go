@@ -34,8 +34,10 @@ import (
 //	GET      /v1/cluster
 //	POST     /v1/nodes/{id}/drain, POST /v1/nodes/{id}/revoke, DELETE /v1/nodes/{id}  (see admin.go)
 //
-// Keys and nodes are admin actions: operator client certificates only
-// (auth.go). Internal, node to node (node certificates only):
+// Data calls need an operator certificate or an access key with the
+// call's scope (read: get, stat, cluster; write: put, have, chunks,
+// manifests; delete); keys and nodes are admin actions: operator client
+// certificates only (auth.go). Internal, node to node (node certificates only):
 //
 //	PUT|GET|HEAD /internal/shards/{chunk}/{index}  raw shard file (storage/remote)
 //	POST /internal/apply        raft command, leader only (421 otherwise)
@@ -45,19 +47,20 @@ import (
 //	POST /internal/unreferenced which of these shards no chunk references (leader only)
 func (n *Node) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/blobs", n.handlePut)
-	mux.HandleFunc("PUT /v1/blobs", n.handlePut)
-	mux.HandleFunc("GET /v1/blobs/{id}", n.handleGet)
-	mux.HandleFunc("HEAD /v1/blobs/{id}", n.handleGet)
-	mux.HandleFunc("GET /v1/blobs/{id}/stat", n.handleStat)
-	mux.HandleFunc("DELETE /v1/blobs/{id}", n.handleDelete)
-	mux.HandleFunc("POST /v1/chunks/have", n.handleHave)
-	mux.HandleFunc("PUT /v1/chunks/{id}", n.handleChunkPut)
-	mux.HandleFunc("POST /v1/manifests", n.handleManifest)
+	read, write, del := api.ScopeRead, api.ScopeWrite, api.ScopeDelete
+	mux.Handle("POST /v1/blobs", n.data(write, n.handlePut))
+	mux.Handle("PUT /v1/blobs", n.data(write, n.handlePut))
+	mux.Handle("GET /v1/blobs/{id}", n.data(read, n.handleGet))
+	mux.Handle("HEAD /v1/blobs/{id}", n.data(read, n.handleGet))
+	mux.Handle("GET /v1/blobs/{id}/stat", n.data(read, n.handleStat))
+	mux.Handle("DELETE /v1/blobs/{id}", n.data(del, n.handleDelete))
+	mux.Handle("POST /v1/chunks/have", n.data(write, n.handleHave))
+	mux.Handle("PUT /v1/chunks/{id}", n.data(write, n.handleChunkPut))
+	mux.Handle("POST /v1/manifests", n.data(write, n.handleManifest))
 	mux.Handle("POST /v1/keys", n.adminOnly(n.handleCreateKey))
 	mux.Handle("GET /v1/keys", n.adminOnly(n.handleListKeys))
 	mux.Handle("DELETE /v1/keys/{id}", n.adminOnly(n.handleDeleteKey))
-	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
+	mux.Handle("GET /v1/cluster", n.data(read, n.handleCluster))
 	mux.Handle("POST /v1/nodes/{id}/drain", n.adminOnly(n.handleDrain))
 	mux.Handle("POST /v1/nodes/{id}/revoke", n.adminOnly(n.handleRevoke))
 	mux.Handle("DELETE /v1/nodes/{id}", n.adminOnly(n.handleRemove))

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"crypto/subtle"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/pki"
 	"github.com/atollstore/atoll/raftstore"
@@ -22,6 +25,10 @@ import (
 //   - admin actions (access keys, drain, remove, revoke) answer only to
 //     operator client certificates (and to nodes, which forward them to
 //     the leader: a node can commit any command anyway);
+//   - data (blobs, chunks, manifests, the cluster view) answers to an
+//     operator client certificate, or to an access key with the scope the
+//     request needs and no bucket limit (Authorization: Bearer
+//     ACCESS_KEY:SECRET_KEY);
 //   - a node removed from the layout (remove, revoke) is refused at every
 //     handshake and every request, in both directions;
 //   - a node joins the layout only after the leader has called it over
@@ -64,6 +71,48 @@ func (n *Node) only(h http.Handler, roles ...pki.Role) http.Handler {
 func (n *Node) nodesOnly(h http.HandlerFunc) http.Handler { return n.only(h, pki.RoleNode) }
 func (n *Node) adminOnly(h http.HandlerFunc) http.Handler {
 	return n.only(h, pki.RoleClient, pki.RoleNode)
+}
+
+// data lets requests through that may act with scope on the native API:
+// from an operator certificate, or with an access key (bearer) allowed
+// scope on blobs.
+func (n *Node) data(scope string, h http.HandlerFunc) http.Handler {
+	if n.cfg.Creds == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := pki.PeerOf(r.TLS); ok && id.Role == pki.RoleClient {
+			h(w, r)
+			return
+		}
+		k, err := n.bearer(r)
+		if err == nil && !k.Allows(scope, "") {
+			err = fmt.Errorf("%w: access key %s may not %s blobs", blob.ErrForbidden, k.AccessKey, scope)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// bearer authenticates the access key a request carries.
+func (n *Node) bearer(r *http.Request) (api.AccessKey, error) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return api.AccessKey{}, fmt.Errorf("%w: %s %s needs an access key (Authorization: Bearer ACCESS_KEY:SECRET_KEY) or an operator certificate",
+			blob.ErrForbidden, r.Method, r.URL.Path)
+	}
+	id, secret, _ := strings.Cut(token, ":")
+	k, err := n.AccessKey(r.Context(), id)
+	switch {
+	case errors.Is(err, blob.ErrNotFound), err == nil && subtle.ConstantTimeCompare([]byte(k.SecretKey), []byte(secret)) != 1:
+		return api.AccessKey{}, fmt.Errorf("%w: invalid access key or secret", blob.ErrForbidden)
+	case err != nil:
+		return api.AccessKey{}, err
+	}
+	return k, nil
 }
 
 // verifyMember checks, before the leader lets m into the layout, that the

@@ -300,7 +300,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, limit int64) bool
 	case errors.As(err, &tooBig):
 		writeError(w, fmt.Errorf("%w: request body over %d bytes", blob.ErrTooLarge, limit))
 	case err != nil:
-		writeJSON(w, http.StatusBadRequest, blob.Error{Code: "bad_request", Message: "malformed request: " + err.Error()})
+		writeError(w, fmt.Errorf("%w: malformed request: %v", blob.ErrBadRequest, err))
 	}
 	return err == nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/atollstore/atoll/api"
@@ -15,7 +16,7 @@ import (
 	"github.com/atollstore/atoll/raftstore"
 )
 
-// S3 access keys live in the replicated metadata with their secrets
+// Access keys (S3's, and the native API's bearer tokens) live in the replicated metadata with their secrets
 // sealed (AES-256-GCM, the access key ID as associated data) under the
 // cluster's master key, which every node is given (Config.MasterKey) and
 // which is never stored by Atoll: a copy of the metadata alone reveals no
@@ -54,26 +55,45 @@ func (n *Node) aead() (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// CreateAccessKey makes a new S3 credential and returns it, secret
-// included (the only time the secret is shown).
-func (n *Node) CreateAccessKey(ctx context.Context) (api.AccessKey, error) {
+// maxKeyBuckets bounds the buckets one access key names.
+const maxKeyBuckets = 100
+
+// CreateAccessKey makes a new access key limited as req says (nothing:
+// every scope, everywhere) and returns it, secret included (the only time
+// the secret is shown).
+func (n *Node) CreateAccessKey(ctx context.Context, req api.KeyRequest) (api.AccessKey, error) {
 	aead, err := n.aead()
 	if err != nil {
 		return api.AccessKey{}, err
 	}
-	k := api.AccessKey{AccessKey: "AK" + randomString(18, keyAlphabet), SecretKey: randomString(40, secretAlphabet), Created: time.Now().UTC().Truncate(time.Second)}
+	for _, sc := range req.Scopes {
+		if sc != api.ScopeRead && sc != api.ScopeWrite && sc != api.ScopeDelete {
+			return api.AccessKey{}, fmt.Errorf("%w: unknown scope %q (read, write, delete)", blob.ErrBadRequest, sc)
+		}
+	}
+	if len(req.Buckets) > maxKeyBuckets {
+		return api.AccessKey{}, fmt.Errorf("%w: a key may name at most %d buckets", blob.ErrTooLarge, maxKeyBuckets)
+	}
+	for _, b := range req.Buckets {
+		if b == "" || len(b) > 63 {
+			return api.AccessKey{}, fmt.Errorf("%w: invalid bucket name %q", blob.ErrBadRequest, b)
+		}
+	}
+	k := api.AccessKey{AccessKey: "AK" + randomString(18, keyAlphabet), SecretKey: randomString(40, secretAlphabet), Created: time.Now().UTC().Truncate(time.Second),
+		Scopes: slices.Compact(slices.Sorted(slices.Values(req.Scopes))), Buckets: slices.Compact(slices.Sorted(slices.Values(req.Buckets)))}
 	nonce := make([]byte, aead.NonceSize())
 	rand.Read(nonce)
 	sealed := aead.Seal(nonce, nonce, []byte(k.SecretKey), []byte(k.AccessKey))
-	cmd := raftstore.PutAccessKeyCommand(raftstore.AccessKey{ID: k.AccessKey, Sealed: sealed, Created: k.Created})
+	cmd := raftstore.PutAccessKeyCommand(raftstore.AccessKey{ID: k.AccessKey, Sealed: sealed, Created: k.Created, Scopes: k.Scopes, Buckets: k.Buckets})
 	return k, n.Apply(ctx, cmd)
 }
 
-// Secret returns the secret of an access key, or blob.ErrNotFound.
-func (n *Node) Secret(ctx context.Context, id string) (string, error) {
+// AccessKey returns access key id with its secret unsealed, or
+// blob.ErrNotFound.
+func (n *Node) AccessKey(ctx context.Context, id string) (api.AccessKey, error) {
 	aead, err := n.aead()
 	if err != nil {
-		return "", err
+		return api.AccessKey{}, err
 	}
 	k, err := n.meta.AccessKey(id)
 	if errors.Is(err, blob.ErrNotFound) { // perhaps created a moment ago elsewhere
@@ -82,21 +102,25 @@ func (n *Node) Secret(ctx context.Context, id string) (string, error) {
 		}
 	}
 	if err != nil {
-		return "", err
+		return api.AccessKey{}, err
 	}
 	ns := aead.NonceSize()
 	if len(k.Sealed) < ns {
-		return "", fmt.Errorf("%w: sealed secret of %s", blob.ErrCorrupt, id)
+		return api.AccessKey{}, fmt.Errorf("%w: sealed secret of %s", blob.ErrCorrupt, id)
 	}
 	secret, err := aead.Open(nil, k.Sealed[:ns], k.Sealed[ns:], []byte(id))
 	if err != nil {
-		return "", fmt.Errorf("access key %s: cannot unseal its secret (a different master key?): %w", id, err)
+		return api.AccessKey{}, fmt.Errorf("access key %s: cannot unseal its secret (a different master key?): %w", id, err)
 	}
-	return string(secret), nil
+	return api.AccessKey{AccessKey: k.ID, SecretKey: string(secret), Created: k.Created, Scopes: k.Scopes, Buckets: k.Buckets}, nil
 }
 
 func (n *Node) handleCreateKey(w http.ResponseWriter, r *http.Request) {
-	k, err := n.CreateAccessKey(r.Context())
+	var req api.KeyRequest
+	if r.ContentLength != 0 && !decodeBody(w, r, &req, 64<<10) {
+		return
+	}
+	k, err := n.CreateAccessKey(r.Context(), req)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -116,7 +140,7 @@ func (n *Node) handleListKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	out := []api.AccessKey{}
 	for _, k := range ks {
-		out = append(out, api.AccessKey{AccessKey: k.ID, Created: k.Created})
+		out = append(out, api.AccessKey{AccessKey: k.ID, Created: k.Created, Scopes: k.Scopes, Buckets: k.Buckets})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

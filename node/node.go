@@ -308,6 +308,9 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.ID == "" && cfg.Creds != nil {
+		cfg.ID = blob.NodeID(cfg.Creds.Identity().Name) // the certificate names the node
+	}
 	if cfg.ID == "" {
 		id, err := loadOrCreateID(cfg.Dir, cfg.Region)
 		if err != nil {

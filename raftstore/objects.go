@@ -57,6 +57,8 @@ type AccessKey struct {
 	ID      string    `json:"id"`
 	Sealed  []byte    `json:"sealed"`
 	Created time.Time `json:"created"`
+	Scopes  []string  `json:"scopes,omitempty"`  // api.Scope*; none: all
+	Buckets []string  `json:"buckets,omitempty"` // none: every bucket and the native API
 }
 
 // Errors of bucket and object commands. Each has its own wire code and

@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 )
 
@@ -57,52 +58,53 @@ func (c credential) scope() string {
 }
 
 // authenticate checks the request's signature, if any. It returns the
-// access key ("" for an anonymous request) and the body to read: for a
+// access key (nil for an anonymous request) and the body to read: for a
 // streaming upload the decoded payload, each chunk checked against its
 // signature before it is handed on; for a declared SHA-256 a reader that
 // fails at the end if the bytes do not match. Either way a failure
 // surfaces as a read error before anything is committed.
-func (s *Server) authenticate(r *http.Request) (string, io.Reader, *Error) {
+func (s *Server) authenticate(r *http.Request) (*api.AccessKey, io.Reader, *Error) {
 	cred, err := parseCredential(r)
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	if cred == nil {
-		return "", r.Body, nil
+		return nil, r.Body, nil
 	}
 	now := time.Now()
 	if cred.presigned {
 		if now.After(cred.at.Add(cred.expires)) {
-			return "", nil, errorf(http.StatusForbidden, "AccessDenied", "Request has expired")
+			return nil, nil, errorf(http.StatusForbidden, "AccessDenied", "Request has expired")
 		}
 	} else if d := now.Sub(cred.at); d > maxSkew || d < -maxSkew {
-		return "", nil, errRequestTimeTooSkewd
+		return nil, nil, errRequestTimeTooSkewd
 	}
 	if cred.service != "s3" {
-		return "", nil, errorf(http.StatusBadRequest, "AuthorizationHeaderMalformed", "the credential scope names service %q, not s3", cred.service)
+		return nil, nil, errorf(http.StatusBadRequest, "AuthorizationHeaderMalformed", "the credential scope names service %q, not s3", cred.service)
 	}
-	secret, serr := s.secrets(r.Context(), cred.accessKey)
+	key, serr := s.keys(r.Context(), cred.accessKey)
+	secret := key.SecretKey
 	switch {
 	case errors.Is(serr, blob.ErrNotFound):
-		return "", nil, errInvalidAccessKey
+		return nil, nil, errInvalidAccessKey
 	case serr != nil:
 		s.log.Warn("s3: looking up an access key", "key", cred.accessKey, "err", serr)
-		return "", nil, toS3(serr, errInvalidAccessKey)
+		return nil, nil, toS3(serr, errInvalidAccessKey)
 	}
 	payload := r.Header.Get("X-Amz-Content-Sha256")
 	if cred.presigned && payload == "" {
 		payload = unsignedPayload
 	}
 	if payload == "" {
-		return "", nil, errorf(http.StatusBadRequest, "InvalidRequest", "missing x-amz-content-sha256")
+		return nil, nil, errorf(http.StatusBadRequest, "InvalidRequest", "missing x-amz-content-sha256")
 	}
 	want, serr := expectedSignature(r.Context(), r, cred, secret, payload)
 	if serr != nil {
 		s.log.Warn("s3: computing a signature", "err", serr)
-		return "", nil, errSignatureMismatch
+		return nil, nil, errSignatureMismatch
 	}
 	if subtle.ConstantTimeCompare([]byte(want), []byte(cred.signature)) != 1 {
-		return "", nil, errSignatureMismatch
+		return nil, nil, errSignatureMismatch
 	}
 	body := io.Reader(r.Body)
 	switch payload {
@@ -117,18 +119,18 @@ func (s *Server) authenticate(r *http.Request) (string, io.Reader, *Error) {
 		if dl := r.Header.Get("X-Amz-Decoded-Content-Length"); dl != "" {
 			n, perr := strconv.ParseInt(dl, 10, 64)
 			if perr != nil || n < 0 {
-				return "", nil, errorf(http.StatusBadRequest, "InvalidArgument", "bad x-amz-decoded-content-length")
+				return nil, nil, errorf(http.StatusBadRequest, "InvalidArgument", "bad x-amz-decoded-content-length")
 			}
 			body = &exactReader{r: cr, left: n}
 		}
 	default:
 		want, herr := hex.DecodeString(payload)
 		if herr != nil || len(want) != sha256.Size {
-			return "", nil, errorf(http.StatusBadRequest, "InvalidArgument", "x-amz-content-sha256 is not a SHA-256")
+			return nil, nil, errorf(http.StatusBadRequest, "InvalidArgument", "x-amz-content-sha256 is not a SHA-256")
 		}
 		body = &digestReader{r: r.Body, h: sha256.New(), want: want, mismatch: errSHA256Mismatch}
 	}
-	return cred.accessKey, body, nil
+	return &key, body, nil
 }
 
 // parseCredential reads the SigV4 fields of the Authorization header or

@@ -19,6 +19,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/minio/minio-go/v7/pkg/signer"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 )
 
@@ -28,11 +29,11 @@ import (
 const testKey, testSecret = "AKTESTKEY", "testsecret/with+odd=chars"
 
 func testServer() *Server {
-	return &Server{log: slog.New(slog.DiscardHandler), secrets: func(_ context.Context, id string) (string, error) {
+	return &Server{log: slog.New(slog.DiscardHandler), keys: func(_ context.Context, id string) (api.AccessKey, error) {
 		if id == testKey {
-			return testSecret, nil
+			return api.AccessKey{AccessKey: id, SecretKey: testSecret}, nil
 		}
-		return "", blob.ErrNotFound
+		return api.AccessKey{}, blob.ErrNotFound
 	}}
 }
 

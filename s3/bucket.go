@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +42,9 @@ func (s *Server) listBuckets(w http.ResponseWriter, r *request) *Error {
 		Buckets []entry  `xml:"Buckets>Bucket"`
 	}{Xmlns: xmlns, Owner: atollOwner}
 	for _, b := range bs {
+		if r.cred != nil && len(r.cred.Buckets) > 0 && !slices.Contains(r.cred.Buckets, b.Name) {
+			continue // another tenant's
+		}
 		out.Buckets = append(out.Buckets, entry{Name: b.Name, CreationDate: b.Created.UTC().Format(s3Time)})
 	}
 	writeXML(w, http.StatusOK, out)

@@ -20,9 +20,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/node"
 )
 
@@ -39,9 +41,10 @@ type Server struct {
 	// host BUCKET.Domain addresses BUCKET (path-style always works).
 	Domain string
 
-	node    *node.Node
-	log     *slog.Logger
-	secrets func(ctx context.Context, accessKey string) (string, error)
+	node *node.Node
+	log  *slog.Logger
+	keys func(ctx context.Context, accessKey string) (api.AccessKey, error) // with the secret
+
 }
 
 // New returns the S3 endpoint of n.
@@ -49,15 +52,15 @@ func New(n *node.Node, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{node: n, log: log, secrets: n.Secret}
+	return &Server{node: n, log: log, keys: n.AccessKey}
 }
 
 // request is one S3 request after authentication.
 type request struct {
 	*http.Request
 	bucket, key string
-	access      string    // "" when anonymous
-	body        io.Reader // the verified payload
+	cred        *api.AccessKey // the caller's key; nil when anonymous
+	body        io.Reader      // the verified payload
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -67,7 +70,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rand.Read(id)
 	w.Header().Set("x-amz-request-id", strings.ToUpper(hex.EncodeToString(id)))
 	w.Header().Set("Server", "Atoll")
-	access, body, err := s.authenticate(r)
+	cred, body, err := s.authenticate(r)
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -79,7 +82,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// waits out its 60 s read timeout.
 		w.WriteHeader(http.StatusContinue)
 	}
-	req := &request{Request: r, access: access, body: body}
+	req := &request{Request: r, cred: cred, body: body}
 	req.bucket, req.key = s.address(r)
 	if err := s.authorize(req); err != nil {
 		writeError(w, r, err)
@@ -110,10 +113,22 @@ func (s *Server) address(r *http.Request) (bucket, key string) {
 	return bucket, key
 }
 
-// authorize lets signed requests do anything (every key has full access)
-// and anonymous ones only read a public bucket.
+// authorize lets a signed request do what its key's scopes allow, in the
+// buckets it names (all if none), and anonymous ones only read a public
+// bucket. Listing buckets is a read; a key limited to some buckets sees
+// only those (listBuckets).
 func (s *Server) authorize(r *request) *Error {
-	if r.access != "" {
+	if k := r.cred; k != nil {
+		scope := scopeOf(r)
+		if r.bucket == "" { // ListBuckets (filtered to the key's buckets)
+			if len(k.Scopes) > 0 && !slices.Contains(k.Scopes, scope) {
+				return errAccessDenied
+			}
+			return nil
+		}
+		if !k.Allows(scope, r.bucket) {
+			return errAccessDenied
+		}
 		return nil
 	}
 	if r.bucket == "" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
@@ -127,6 +142,18 @@ func (s *Server) authorize(r *request) *Error {
 		return errAccessDenied // never tell an anonymous caller which buckets exist
 	}
 	return nil
+}
+
+// scopeOf is the scope a request needs: reads, deletes (DELETE, and
+// POST ?delete), and writes (everything else).
+func scopeOf(r *request) string {
+	switch {
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
+		return api.ScopeRead
+	case r.Method == http.MethodDelete || (r.Method == http.MethodPost && r.URL.Query().Has("delete")):
+		return api.ScopeDelete
+	}
+	return api.ScopeWrite
 }
 
 // route dispatches on method, path and the sub-resource query parameters.

@@ -250,7 +250,7 @@ func TestBlobOfTooManyChunks(t *testing.T) {
 		m.Chunks = append(m.Chunks, api.ChunkRef{ID: blob.Sum([]byte(fmt.Sprint(i))), Len: 1})
 	}
 	body, _ := json.Marshal(m)
-	code, msg := send(t, http.MethodPost, url+"/v1/manifests", body)
+	code, msg := send(t, c, http.MethodPost, url+"/v1/manifests", body)
 	if code != http.StatusRequestEntityTooLarge || !strings.Contains(msg, "chunks") {
 		t.Fatalf("manifest of %d chunks: %d %s", len(m.Chunks), code, msg)
 	}
@@ -290,7 +290,7 @@ func TestStalledClientsAreCut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	data := bytes.Repeat([]byte("honest "), 50000)
-	code, body := sendCtx(ctx, t, http.MethodPut, url+"/v1/chunks/"+blob.Sum(data).String(), data)
+	code, body := sendCtx(ctx, t, c, http.MethodPut, url+"/v1/chunks/"+blob.Sum(data).String(), data)
 	if code != http.StatusCreated {
 		t.Fatalf("honest chunk upload behind stalled clients: %d %s", code, body)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
 	"github.com/atollstore/atoll/pki"
@@ -70,27 +71,27 @@ func (c *Cluster) GossipKey() []byte {
 	return c.pki.gossipKey
 }
 
-// Client is a client of the nodes at urls (default: every running node),
-// anonymous: it trusts the cluster's CA and presents no certificate.
+// Client is a client of the nodes at urls (default: every running node)
+// with the operator's certificate: it may do anything.
 func (c *Cluster) Client(urls ...string) *client.Client {
-	return c.newClient(c.anonymousCreds(), urls)
+	return c.newClient(c.operatorCreds(), urls)
 }
 
-// Operator is like Client, with the operator's client certificate: admin
-// actions (keys, drain, remove, revoke) need it.
-func (c *Cluster) Operator(urls ...string) *client.Client {
+// KeyClient is a client that presents no certificate and authenticates
+// with access key k: it may do what k's scopes allow.
+func (c *Cluster) KeyClient(k api.AccessKey, urls ...string) *client.Client {
 	var creds *pki.Creds
 	if c.pki != nil {
-		creds = c.pki.operator
+		creds = c.pki.anonymous
 	}
-	return c.newClient(creds, urls)
+	return c.newClient(creds, urls).WithAccessKey(k.AccessKey, k.SecretKey)
 }
 
-func (c *Cluster) anonymousCreds() *pki.Creds {
+func (c *Cluster) operatorCreds() *pki.Creds {
 	if c.pki == nil {
 		return nil
 	}
-	return c.pki.anonymous
+	return c.pki.operator
 }
 
 func (c *Cluster) newClient(creds *pki.Creds, urls []string) *client.Client {
@@ -103,14 +104,15 @@ func (c *Cluster) newClient(creds *pki.Creds, urls []string) *client.Client {
 	return client.NewTLS(creds, urls...)
 }
 
-// HTTPClient is a plain HTTP client that trusts the cluster's nodes (for
-// tests that speak the API or S3 by hand), anonymous.
+// HTTPClient is a plain HTTP client that trusts the cluster's nodes and
+// presents the operator's certificate (for tests that speak the API or S3
+// by hand).
 func (c *Cluster) HTTPClient() *http.Client {
 	if c.pki == nil {
 		return http.DefaultClient
 	}
 	d := &net.Dialer{}
-	return &http.Client{Transport: &http.Transport{DialTLSContext: c.pki.anonymous.DialTLS(d.DialContext)}}
+	return &http.Client{Transport: &http.Transport{DialTLSContext: c.pki.operator.DialTLS(d.DialContext)}}
 }
 
 // WriteClientCerts writes the CA bundle and the operator's certificate
@@ -140,13 +142,13 @@ func (c *Cluster) WriteClientCerts(dir string) error {
 }
 
 // Dial opens a raw connection to the endpoint at url (a node's API or S3
-// URL), through TLS as an anonymous client unless the cluster is
-// Plaintext: for tests that write requests byte by byte.
+// URL), through TLS as the operator unless the cluster is Plaintext: for
+// tests that write requests byte by byte.
 func (c *Cluster) Dial(ctx context.Context, url string) (net.Conn, error) {
 	scheme, host, _ := strings.Cut(url, "://")
 	d := &net.Dialer{}
 	if scheme == "https" && c.pki != nil {
-		return c.pki.anonymous.DialTLS(d.DialContext)(ctx, "tcp", host)
+		return c.pki.operator.DialTLS(d.DialContext)(ctx, "tcp", host)
 	}
 	return d.DialContext(ctx, "tcp", host)
 }

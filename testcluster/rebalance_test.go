@@ -191,7 +191,7 @@ func TestAddNodesUnderLoad(t *testing.T) {
 func TestDrainUnderLoad(t *testing.T) {
 	c := start(t, Options{OrphanGrace: 2 * time.Second, ScrubInterval: time.Second}) // NB: see TestAddNodesUnderLoad
 	ctx := context.Background()
-	cl := c.Operator()
+	cl := c.Client()
 	blobs := corpus(51, 30)
 	ids := putAll(t, cl, blobs)
 	leader, _ := c.WaitLeader(ctx)

@@ -50,7 +50,7 @@ func s3Code(err error) string {
 
 func startS3(t *testing.T) (*Cluster, api.AccessKey) {
 	c := start(t, Options{})
-	key, err := c.CreateAccessKey(context.Background())
+	key, err := c.CreateAccessKey(context.Background(), api.KeyRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,17 +289,17 @@ func TestS3WithAWSSDK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, body := send(t, http.MethodGet, pget.URL, nil); code != 200 || body != string(data) {
+	if code, body := send(t, c, http.MethodGet, pget.URL, nil); code != 200 || body != string(data) {
 		t.Fatalf("presigned get: %d, %d bytes", code, len(body))
 	}
-	if code, body := send(t, http.MethodGet, strings.Replace(pget.URL, "cat.jpg", "copy.jpg", 1), nil); code != 403 || !strings.Contains(body, "SignatureDoesNotMatch") {
+	if code, body := send(t, c, http.MethodGet, strings.Replace(pget.URL, "cat.jpg", "copy.jpg", 1), nil); code != 403 || !strings.Contains(body, "SignatureDoesNotMatch") {
 		t.Fatalf("presigned get of another key: %d %s", code, body)
 	}
 	pput, err := ps.PresignPutObject(ctx, &s3.PutObjectInput{Bucket: bucket, Key: aws.String("uploaded.txt")}, s3.WithPresignExpires(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, body := send(t, http.MethodPut, pput.URL, []byte("via a presigned URL")); code != 200 {
+	if code, body := send(t, c, http.MethodPut, pput.URL, []byte("via a presigned URL")); code != 200 {
 		t.Fatalf("presigned put: %d %s", code, body)
 	}
 	if got, _ := getObject(t, cl, "photos", "uploaded.txt"); string(got) != "via a presigned URL" {
@@ -315,10 +315,10 @@ func TestS3WithAWSSDK(t *testing.T) {
 	if _, err := unknown.ListBuckets(ctx, &s3.ListBucketsInput{}); s3Code(err) != "InvalidAccessKeyId" {
 		t.Fatalf("unknown key: %v", err)
 	}
-	if code, body := send(t, http.MethodGet, c.S3URLs()[0]+"/photos/dir/cat.jpg", nil); code != 403 || !strings.Contains(body, "AccessDenied") {
+	if code, body := send(t, c, http.MethodGet, c.S3URLs()[0]+"/photos/dir/cat.jpg", nil); code != 403 || !strings.Contains(body, "AccessDenied") {
 		t.Fatalf("anonymous get: %d %s", code, body)
 	}
-	if code, _ := send(t, http.MethodPut, c.S3URLs()[0]+"/photos/evil", []byte("x")); code != 403 {
+	if code, _ := send(t, c, http.MethodPut, c.S3URLs()[0]+"/photos/evil", []byte("x")); code != 403 {
 		t.Fatalf("anonymous put: %d", code)
 	}
 	if _, err := cl.HeadObject(ctx, &s3.HeadObjectInput{Bucket: bucket, Key: aws.String("evil")}); err == nil {
@@ -332,13 +332,13 @@ func TestS3WithAWSSDK(t *testing.T) {
 	if _, err := cl.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("public"), Key: aws.String("hello.txt"), Body: strings.NewReader("hello, world")}); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := send(t, http.MethodGet, c.S3URLs()[2]+"/public/hello.txt", nil); code != 200 || body != "hello, world" {
+	if code, body := send(t, c, http.MethodGet, c.S3URLs()[2]+"/public/hello.txt", nil); code != 200 || body != "hello, world" {
 		t.Fatalf("anonymous get from a public bucket: %d %q", code, body)
 	}
-	if code, _ := send(t, http.MethodPut, c.S3URLs()[2]+"/public/evil", []byte("x")); code != 403 {
+	if code, _ := send(t, c, http.MethodPut, c.S3URLs()[2]+"/public/evil", []byte("x")); code != 403 {
 		t.Fatalf("anonymous put into a public bucket: %d", code)
 	}
-	if code, _ := send(t, http.MethodGet, c.S3URLs()[2]+"/", nil); code != 403 {
+	if code, _ := send(t, c, http.MethodGet, c.S3URLs()[2]+"/", nil); code != 403 {
 		t.Fatalf("anonymous list of buckets: %d", code)
 	}
 
@@ -473,7 +473,7 @@ func parallel[T any](t *testing.T, n int, items []T, fn func(T) error) {
 // bucket (the SDK's default addressing); path-style keeps working.
 func TestS3VirtualHosted(t *testing.T) {
 	c := start(t, Options{S3Domain: "s3.atoll.test"})
-	key, err := c.CreateAccessKey(context.Background())
+	key, err := c.CreateAccessKey(context.Background(), api.KeyRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -16,6 +17,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
@@ -112,7 +116,8 @@ func TestOutsidersAreRefused(t *testing.T) {
 		{"operator", operator, "POST", "/internal/apply", evil, 403},
 		{"operator", operator, "GET", "/internal/info", nil, 403},
 		{"operator", operator, "POST", "/v1/keys", nil, 201},
-		{"anonymous", anonymous, "GET", "/v1/cluster", nil, 200},
+		{"anonymous", anonymous, "GET", "/v1/cluster", nil, 403},
+		{"operator", operator, "GET", "/v1/cluster", nil, 200},
 	} {
 		got, err := status(tc.hc, tc.method, url+tc.path, tc.body)
 		if got != tc.want {
@@ -258,7 +263,7 @@ func TestRevokedNodeIsRefused(t *testing.T) {
 	if got, err := status(ask, "GET", peer.Node.URL()+"/internal/info", nil); got != 200 {
 		t.Fatalf("before revocation: %d %v", got, err)
 	}
-	if err := c.Operator().RevokeNode(ctx, victim.ID); err != nil {
+	if err := c.Client().RevokeNode(ctx, victim.ID); err != nil {
 		t.Fatal(err)
 	}
 	revokedAt := time.Now()
@@ -427,5 +432,96 @@ func TestForgedShardNeverReachesClient(t *testing.T) {
 		return err == nil && bytes.Equal(p, honest)
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAccessKeyScopes: data calls need an operator certificate or an
+// access key, and a key does only what its scopes and buckets allow, on
+// the native API and on S3 (one tenant cannot read or list another's
+// private bucket).
+func TestAccessKeyScopes(t *testing.T) {
+	c := start(t, Options{Regions: 3, NodesPerRegion: 1, K: 2, M: 1})
+	ctx := context.Background()
+	data := []byte("a private file")
+	id, err := c.Client().Put(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(scopes []string, buckets ...string) api.AccessKey {
+		t.Helper()
+		k, err := c.CreateAccessKey(ctx, api.KeyRequest{Scopes: scopes, Buckets: buckets})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	reader, writer, deleter := key([]string{"read"}), key([]string{"write"}), key([]string{"delete"})
+	tenantA, tenantB := key(nil, "tenant-a"), key(nil, "tenant-b")
+	forged := reader
+	forged.SecretKey = "not the secret"
+
+	if got, _ := status(httpAs(c.pki.anonymous), "GET", c.URLs()[0]+"/v1/blobs/"+id.String(), nil); got != 403 {
+		t.Errorf("anonymous get: %d, want 403", got)
+	}
+	forbidden := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, blob.ErrForbidden) {
+			t.Errorf("%s: %v, want forbidden", what, err)
+		}
+	}
+	_, err = getBytes(c.KeyClient(forged), id)
+	forbidden("a wrong secret", err)
+	mustRead(t, c.KeyClient(reader), id, data)
+	_, err = c.KeyClient(reader).Put(ctx, strings.NewReader("x"))
+	forbidden("put with a read key", err)
+	forbidden("delete with a read key", c.KeyClient(reader).Delete(ctx, id))
+	_, err = getBytes(c.KeyClient(writer), id)
+	forbidden("get with a write key", err)
+	if _, err := c.KeyClient(writer).Put(ctx, strings.NewReader("written with a key")); err != nil {
+		t.Errorf("put with a write key: %v", err)
+	}
+	_, err = getBytes(c.KeyClient(tenantA), id)
+	forbidden("a bucket-limited key on the native API", err)
+	_, err = c.KeyClient(reader).CreateAccessKey(ctx, api.KeyRequest{})
+	forbidden("minting a key with a key", err)
+	if err := c.KeyClient(deleter).Delete(ctx, id); err != nil {
+		t.Errorf("delete with a delete key: %v", err)
+	}
+
+	// S3: tenants in their own buckets.
+	endpoint := c.S3URLs()[0]
+	a, b, ro := awsClient(c, endpoint, tenantA), awsClient(c, endpoint, tenantB), awsClient(c, endpoint, reader)
+	if _, err := a.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("tenant-a")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("tenant-a"), Key: aws.String("secret.txt"), Body: strings.NewReader("tenant a's")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("tenant-b")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("tenant-a"), Key: aws.String("secret.txt")}); s3Code(err) != "AccessDenied" {
+		t.Errorf("tenant b reading tenant a's object: %v", err)
+	}
+	if _, err := b.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("tenant-a"), Key: aws.String("x"), Body: strings.NewReader("x")}); s3Code(err) != "AccessDenied" {
+		t.Errorf("tenant b writing into tenant a's bucket: %v", err)
+	}
+	if _, err := b.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("tenant-c")}); s3Code(err) != "AccessDenied" {
+		t.Errorf("tenant b creating a bucket outside its list: %v", err)
+	}
+	if out, err := b.ListBuckets(ctx, &s3.ListBucketsInput{}); err != nil || len(out.Buckets) != 1 || *out.Buckets[0].Name != "tenant-b" {
+		t.Errorf("tenant b lists buckets: %v %v", out, err)
+	}
+	if _, err := ro.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("tenant-a"), Key: aws.String("y"), Body: strings.NewReader("y")}); s3Code(err) != "AccessDenied" {
+		t.Errorf("a read-only key writing: %v", err)
+	}
+	if got, _ := getObject(t, ro, "tenant-a", "secret.txt"); string(got) != "tenant a's" {
+		t.Errorf("a read key (every bucket) reading: %q", got)
+	}
+	ks, err := c.Client().AccessKeys(ctx)
+	if err != nil || !slices.ContainsFunc(ks, func(k api.AccessKey) bool {
+		return k.AccessKey == tenantA.AccessKey && slices.Equal(k.Buckets, []string{"tenant-a"})
+	}) {
+		t.Errorf("key list: %+v %v", ks, err)
 	}
 }

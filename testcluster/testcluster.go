@@ -226,11 +226,12 @@ func (c *Cluster) S3URLs() []string {
 	return out
 }
 
-// CreateAccessKey makes an S3 credential through any running node.
-func (c *Cluster) CreateAccessKey(ctx context.Context) (api.AccessKey, error) {
+// CreateAccessKey makes an access key, limited as req says, through any
+// running node.
+func (c *Cluster) CreateAccessKey(ctx context.Context, req api.KeyRequest) (api.AccessKey, error) {
 	for _, m := range c.Members() {
 		if m.Node != nil {
-			return m.Node.CreateAccessKey(ctx)
+			return m.Node.CreateAccessKey(ctx, req)
 		}
 	}
 	return api.AccessKey{}, errors.New("testcluster: no node running")

@@ -3,7 +3,6 @@ package testcluster
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -111,7 +110,8 @@ func TestUploadResumesAndReclaims(t *testing.T) {
 	// (which renews the grace of the chunks already there) to its verified
 	// manifest: under -race on two cores that took up to 14 s, and chunks
 	// acknowledged before the cut were dropped and sent again.
-	c := start(t, Options{OrphanGrace: 30 * time.Second, ScrubInterval: 300 * time.Millisecond})
+	const grace = 30 * time.Second
+	c := start(t, Options{OrphanGrace: grace, ScrubInterval: 300 * time.Millisecond})
 	cl := c.Client()
 	r := rand.New(rand.NewPCG(10, 10))
 	data := randBytes(r, 4<<20)
@@ -147,12 +147,14 @@ func TestUploadResumesAndReclaims(t *testing.T) {
 	baseline := info.UsedBytes
 	orphan := randBytes(r, 1<<20)
 	url := c.URLs()[0]
-	ids := stageChunks(t, url, orphan, 64<<10)
+	ids := stageChunks(t, c, url, orphan, 64<<10)
 	if missing, err := cl.Missing(context.Background(), ids); err != nil || len(missing) != 0 {
 		t.Fatalf("staged chunks: %d missing, %v", len(missing), err)
 	}
-	// (Asking about them would renew their grace: watch the disk instead.)
-	deadline := time.Now().Add(60 * time.Second)
+	// (Asking about them would renew their grace: watch the disk instead.
+	// The chunks are dropped a grace after staging, their shards reclaimed
+	// a grace after a scrubber first finds them unreferenced.)
+	deadline := time.Now().Add(3 * grace)
 	for {
 		info, err := cl.Cluster(context.Background())
 		if err == nil && info.UsedBytes == baseline {
@@ -170,22 +172,22 @@ func TestUploadResumesAndReclaims(t *testing.T) {
 
 	// Lies are refused and commit nothing.
 	piece := data[:1000]
-	code, body := send(t, http.MethodPut, url+"/v1/chunks/"+blob.Sum(data[1:1001]).String(), piece)
+	code, body := send(t, c, http.MethodPut, url+"/v1/chunks/"+blob.Sum(data[1:1001]).String(), piece)
 	if code != http.StatusBadRequest || !strings.Contains(body, "bad_digest") {
 		t.Fatalf("chunk sent under another's ID: %d %s", code, body)
 	}
-	code, body = send(t, http.MethodPut, url+"/v1/chunks/"+blob.Sum(nil).String(), nil)
+	code, body = send(t, c, http.MethodPut, url+"/v1/chunks/"+blob.Sum(nil).String(), nil)
 	if code != http.StatusBadRequest {
 		t.Fatalf("empty chunk: %d %s", code, body)
 	}
-	code, body = send(t, http.MethodPut, url+"/v1/chunks/"+blob.Sum(piece).String(), make([]byte, api.MaxChunkSize+1))
+	code, body = send(t, c, http.MethodPut, url+"/v1/chunks/"+blob.Sum(piece).String(), make([]byte, api.MaxChunkSize+1))
 	if code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("oversized chunk: %d %s", code, body)
 	}
 	other := randBytes(r, 1000)
-	stageChunks(t, url, other, 1000)
+	stageChunks(t, c, url, other, 1000)
 	lie := manifestJSON(blob.Sum(piece), other) // real chunk, wrong blob ID
-	code, body = send(t, http.MethodPost, url+"/v1/manifests", lie)
+	code, body = send(t, c, http.MethodPost, url+"/v1/manifests", lie)
 	if code != http.StatusBadRequest || !strings.Contains(body, "bad_digest") {
 		t.Fatalf("manifest under a false ID: %d %s", code, body)
 	}
@@ -193,25 +195,25 @@ func TestUploadResumesAndReclaims(t *testing.T) {
 		t.Fatalf("a refused manifest left a blob: %v", err)
 	}
 	unknown := randBytes(r, 1000)
-	code, body = send(t, http.MethodPost, url+"/v1/manifests", manifestJSON(blob.Sum(unknown), unknown))
+	code, body = send(t, c, http.MethodPost, url+"/v1/manifests", manifestJSON(blob.Sum(unknown), unknown))
 	if code != http.StatusConflict || !strings.Contains(body, "missing_chunks") {
 		t.Fatalf("manifest of unsent chunks: %d %s", code, body)
 	}
 	for _, bad := range []string{`{`, `{"id":"nope","size":1,"chunks":[]}`, `{"id":"` + blob.Sum(nil).String() + `","size":5,"chunks":[]}`, `{"extra":1}`} {
-		if code, body := send(t, http.MethodPost, url+"/v1/manifests", []byte(bad)); code != http.StatusBadRequest {
+		if code, body := send(t, c, http.MethodPost, url+"/v1/manifests", []byte(bad)); code != http.StatusBadRequest {
 			t.Fatalf("manifest %s: %d %s", bad, code, body)
 		}
 	}
 }
 
 // stageChunks uploads data as fixed-size chunks that no manifest names.
-func stageChunks(t *testing.T, url string, data []byte, size int) []blob.ID {
+func stageChunks(t *testing.T, c *Cluster, url string, data []byte, size int) []blob.ID {
 	t.Helper()
 	var ids []blob.ID
 	for off := 0; off < len(data); off += size {
 		part := data[off:min(off+size, len(data))]
 		ids = append(ids, blob.Sum(part))
-		if code, body := send(t, http.MethodPut, url+"/v1/chunks/"+blob.Sum(part).String(), part); code != http.StatusCreated {
+		if code, body := send(t, c, http.MethodPut, url+"/v1/chunks/"+blob.Sum(part).String(), part); code != http.StatusCreated {
 			t.Fatalf("staging a chunk: %d %s", code, body)
 		}
 	}
@@ -224,22 +226,19 @@ func manifestJSON(id blob.ID, chunk []byte) []byte {
 }
 
 // send makes one raw request and returns the status and body.
-// anyServer is an anonymous HTTP client that does not check who serves
-// (for tests of API behaviour; TLS itself is tested elsewhere).
-var anyServer = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-
-func send(t *testing.T, method, url string, body []byte) (int, string) {
+// send sends one request with the operator's certificate.
+func send(t *testing.T, c *Cluster, method, url string, body []byte) (int, string) {
 	t.Helper()
-	return sendCtx(context.Background(), t, method, url, body)
+	return sendCtx(context.Background(), t, c, method, url, body)
 }
 
-func sendCtx(ctx context.Context, t *testing.T, method, url string, body []byte) (int, string) {
+func sendCtx(ctx context.Context, t *testing.T, c *Cluster, method, url string, body []byte) (int, string) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := anyServer.Do(req)
+	resp, err := c.HTTPClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

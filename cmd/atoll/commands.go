@@ -310,6 +310,11 @@ func cmdKey(args []string) error {
 	fs := flag.NewFlagSet("key "+args[0], flag.ContinueOnError)
 	cn := connFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
+	var scopes, buckets *string
+	if args[0] == "create" {
+		scopes = fs.String("scopes", "", "comma-separated: read, write, delete (default: all)")
+		buckets = fs.String("buckets", "", "comma-separated S3 buckets the key is limited to (default: every bucket, and the native API)")
+	}
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -324,7 +329,7 @@ func cmdKey(args []string) error {
 		if len(pos) != 0 {
 			return usagef("key create takes no arguments")
 		}
-		k, err := cl.CreateAccessKey(ctx)
+		k, err := cl.CreateAccessKey(ctx, api.KeyRequest{Scopes: split(*scopes), Buckets: split(*buckets)})
 		if err != nil {
 			return err
 		}
@@ -346,7 +351,14 @@ func cmdKey(args []string) error {
 			return json.NewEncoder(os.Stdout).Encode(ks)
 		}
 		for _, k := range ks {
-			fmt.Printf("%s  created %s\n", k.AccessKey, k.Created.Format(time.RFC3339))
+			scopes, buckets := "all", "all"
+			if len(k.Scopes) > 0 {
+				scopes = strings.Join(k.Scopes, ",")
+			}
+			if len(k.Buckets) > 0 {
+				buckets = strings.Join(k.Buckets, ",")
+			}
+			fmt.Printf("%s  created %s  scopes %s  buckets %s\n", k.AccessKey, k.Created.Format(time.RFC3339), scopes, buckets)
 		}
 		return nil
 	default:

@@ -47,8 +47,10 @@ usage:
   atoll demo                              show a region being lost without losing data
 
 --server defaults to $ATOLL_SERVER, else https://127.0.0.1:8700; --certs-dir
-($ATOLL_CERTS_DIR) holds the cluster's ca.crt and, for admin commands (node,
-key), an operator's client certificate (--client NAME, $ATOLL_CLIENT).
+($ATOLL_CERTS_DIR) holds the cluster's ca.crt and an operator's client
+certificate (--client NAME, $ATOLL_CLIENT), which may do anything; without
+one, data commands use the access key in $ATOLL_ACCESS_KEY and
+$ATOLL_SECRET_KEY (atoll key create --scopes read,write,delete).
 Run "atoll COMMAND -h" for a command's flags.
 `
 
@@ -160,7 +162,11 @@ func (c conn) open() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.NewTLS(creds, addrs...), nil
+	cl := client.NewTLS(creds, addrs...)
+	if ak, sk := os.Getenv("ATOLL_ACCESS_KEY"), os.Getenv("ATOLL_SECRET_KEY"); ak != "" {
+		cl = cl.WithAccessKey(ak, sk)
+	}
+	return cl, nil
 }
 
 // oneID parses flags and exactly one blob ID.

@@ -36,7 +36,7 @@ func cmdServer(args []string) error {
 	fs.StringVar(&zone, "zone", string(def.Zone), "zone (failure domain) inside the region")
 	fs.StringVar(&join, "join", "", "comma-separated IPs (or IP:port) of other nodes' gossip")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", def.BootstrapExpect, "form the cluster once this many nodes have joined")
-	fs.StringVar(&id, "id", "", "node ID (default: generated once and kept in the data directory)")
+	fs.StringVar(&id, "id", "", "node ID (default: the one its certificate names; with --insecure, generated once and kept in the data directory)")
 	fs.IntVar(&cfg.APIPort, "api-port", def.APIPort, "HTTP API port")
 	fs.IntVar(&cfg.GossipPort, "gossip-port", def.GossipPort, "gossip port")
 	fs.IntVar(&cfg.RaftPort, "raft-port", def.RaftPort, "raft port")
@@ -88,10 +88,6 @@ func cmdServer(args []string) error {
 	if certsDir != "" {
 		if cfg.Creds, err = pki.LoadNode(certsDir); err != nil {
 			return err
-		}
-		id := cfg.Creds.Identity()
-		if cfg.ID == "" {
-			cfg.ID = blob.NodeID(id.Name) // the certificate names the node
 		}
 	} else {
 		cfg.Logger.Warn("running with --insecure: no TLS, no authentication")

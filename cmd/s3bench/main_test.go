@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/testcluster"
 )
 
@@ -24,7 +25,7 @@ func TestBenchAgainstCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	key, err := c.CreateAccessKey(ctx)
+	key, err := c.CreateAccessKey(ctx, api.KeyRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ var allowed = map[string][]string{
 	"raftstore":           {"blob", "placement"},
 	"client":              {"blob", "api", "pki", "internal/ctxio"},
 	"node":                {"blob", "erasure", "placement", "raftstore", "api", "pki", "storage", "storage/disk", "storage/remote"},
-	"s3":                  {"blob", "node", "raftstore"},
+	"s3":                  {"blob", "api", "node", "raftstore"},
 	"testcluster":         {"blob", "api", "client", "node", "pki", "s3", "storage", "storage/faulty"},
 	"cmd/atoll":           {"blob", "api", "client", "node", "pki", "s3", "testcluster"},
 	"cmd/s3bench":         {},

@@ -34,6 +34,7 @@ var sentinels = map[string]error{
 	"blob.ErrExists":              blob.ErrExists,
 	"blob.ErrNotEmpty":            blob.ErrNotEmpty,
 	"blob.ErrForbidden":           blob.ErrForbidden,
+	"blob.ErrBadRequest":          blob.ErrBadRequest,
 	"blob.ErrMissingChunks":       blob.ErrMissingChunks,
 	"raftstore.ErrNotLeader":      raftstore.ErrNotLeader,
 	"raftstore.ErrStale":          raftstore.ErrStale,
