@@ -32,6 +32,10 @@ import (
 //	GET      /v1/keys           -> [{"access_key", "created"}]
 //	DELETE   /v1/keys/{id}      -> 204
 //	GET      /v1/cluster
+//	GET      /metrics           Prometheus text format (metrics.go)
+//	GET      /health/live       200 while the process runs (no credentials needed)
+//	GET      /health/ready      200 when this node can serve: a leader is known and
+//	                            this replica has caught up with it; else 503
 //	POST     /v1/nodes/{id}/drain, POST /v1/nodes/{id}/revoke, DELETE /v1/nodes/{id}  (see admin.go)
 //
 // Data calls need an operator certificate or an access key with the
@@ -72,6 +76,11 @@ func (n *Node) routes() http.Handler {
 	mux.Handle("GET /internal/repair", n.nodesOnly(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.repair.get())
 	}))
+	mux.Handle("GET /metrics", n.only(n.handleMetrics(), pki.RoleClient, pki.RoleNode))
+	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "live"})
+	})
+	mux.HandleFunc("GET /health/ready", n.handleReady)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, blob.Error{Code: "not_found", Message: fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)})
 	})
@@ -83,6 +92,31 @@ func (n *Node) routes() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// handleReady answers 200 only when this node can serve consistent
+// requests now: it belongs to a formed cluster, a leader answers, and this
+// replica has applied the leader's read index (not still replaying).
+func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	status := map[string]string{"status": "ready", "node": string(n.cfg.ID)}
+	var err error
+	switch {
+	case n.closing.Load():
+		err = errors.New("shutting down")
+	case !n.meta.HasState():
+		err = errors.New("not part of a formed cluster yet")
+	default:
+		err = n.Sync(ctx)
+	}
+	if err != nil {
+		status["status"], status["reason"] = "not ready", err.Error()
+		writeJSON(w, http.StatusServiceUnavailable, status)
+		return
+	}
+	status["leader"] = string(n.meta.Leader())
+	writeJSON(w, http.StatusOK, status)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

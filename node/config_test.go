@@ -1,6 +1,8 @@
 package node
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -54,5 +56,27 @@ func TestValidate(t *testing.T) {
 		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: Validate = %v, want an error about %q", c.name, err, c.want)
 		}
+	}
+}
+
+func TestDataFormat(t *testing.T) {
+	dir := t.TempDir()
+	if err := checkFormat(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, formatFile))
+	if err != nil || !strings.Contains(string(b), `"format":1`) {
+		t.Fatalf("format file %q, %v", b, err)
+	}
+	if err := checkFormat(dir); err != nil {
+		t.Fatalf("reopening: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, formatFile), []byte(`{"format":2}`), 0o644)
+	if err := checkFormat(dir); err == nil || !strings.Contains(err.Error(), "newer Atoll") {
+		t.Fatalf("a newer format: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, formatFile), []byte(`garbage`), 0o644)
+	if err := checkFormat(dir); err == nil {
+		t.Fatal("a garbled format file was accepted")
 	}
 }

@@ -287,6 +287,7 @@ type Node struct {
 	chunkStripes sync.Pool
 	chunkSlots   chan struct{}
 	repair       repairState
+	metrics      *metrics
 
 	scrubRepairs, scrubReclaimed atomic.Int64 // shards rebuilt / deleted by the scrubber
 
@@ -306,6 +307,9 @@ type Node struct {
 func Start(cfg Config) (*Node, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkFormat(cfg.Dir); err != nil {
 		return nil, err
 	}
 	if cfg.ID == "" && cfg.Creds != nil {
@@ -399,7 +403,8 @@ func Start(cfg Config) (*Node, error) {
 		apiLn = tls.NewListener(apiLn, cfg.Creds.ServerTLS(pki.AnyPeer))
 	}
 	n.peers = &http.Client{Transport: tr}
-	n.http = NewHTTPServer(n.routes(), cfg.Timings.ClientIdle, n.log)
+	n.metrics = newMetrics(n)
+	n.http = NewHTTPServer(n.Instrument("native", n.routes()), cfg.Timings.ClientIdle, n.log)
 
 	n.wg.Go(n.joinLoop)
 	n.startWorker(&worker{name: "control", every: t.ControlEvery, pass: n.controlPass()})

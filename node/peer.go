@@ -41,8 +41,12 @@ func (n *Node) answered(id blob.NodeID, err error) {
 func (n *Node) writeShard(ctx context.Context, m raftstore.Member, h erasure.Header, payload []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.Timings.ShardTimeout)
 	defer cancel()
+	start := time.Now()
 	err := storage.Write(ctx, n.store(m), h, payload)
 	n.answered(m.ID, err)
+	if m.ID != n.cfg.ID {
+		n.metrics.shardDone("write", m.ID, start, err)
+	}
 	return err
 }
 
@@ -50,8 +54,12 @@ func (n *Node) writeShard(ctx context.Context, m raftstore.Member, h erasure.Hea
 func (n *Node) readShard(ctx context.Context, m raftstore.Member, chunk blob.ID, index int) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.Timings.ShardTimeout)
 	defer cancel()
+	start := time.Now()
 	_, p, err := storage.Read(ctx, n.store(m), storage.Ref{Chunk: chunk, Index: index})
 	n.answered(m.ID, err)
+	if m.ID != n.cfg.ID {
+		n.metrics.shardDone("read", m.ID, start, err)
+	}
 	return p, err
 }
 

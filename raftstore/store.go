@@ -208,6 +208,22 @@ func (s *Store) Leader() blob.NodeID {
 	return blob.NodeID(id)
 }
 
+// RaftState is this replica's view of raft, for metrics.
+type RaftState struct {
+	Leader                     bool
+	Term, CommitIndex, Applied uint64
+	LastContact                time.Duration // since the leader was last heard (followers)
+}
+
+// State reports this replica's raft state.
+func (s *Store) State() RaftState {
+	st := RaftState{Leader: s.IsLeader(), Term: s.raft.CurrentTerm(), CommitIndex: s.raft.CommitIndex(), Applied: s.raft.AppliedIndex()}
+	if lc := s.raft.LastContact(); !lc.IsZero() && !st.Leader {
+		st.LastContact = time.Since(lc)
+	}
+	return st
+}
+
 // IsLeader reports whether this node is the leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 

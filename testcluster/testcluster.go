@@ -205,7 +205,7 @@ func (c *Cluster) start(m *Member) error {
 	m.s3port = ln.Addr().(*net.TCPAddr).Port
 	s3h := s3.New(n, c.opts.Logger)
 	s3h.Domain = c.opts.S3Domain
-	m.s3srv = node.NewHTTPServer(s3h, cfg.Timings.ClientIdle, c.opts.Logger)
+	m.s3srv = node.NewHTTPServer(n.Instrument("s3", s3h), cfg.Timings.ClientIdle, c.opts.Logger)
 	s3ln := m.Net.Listener(ln)
 	m.S3 = "http://" + ln.Addr().String()
 	if m.Creds != nil {

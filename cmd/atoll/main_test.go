@@ -155,6 +155,10 @@ func TestRealBinary(t *testing.T) {
 		}
 	}
 
+	if out, _, code := run("version"); code != 0 || !strings.Contains(out, "formats: data directory 1") {
+		t.Fatalf("version: exit %d: %s", code, out)
+	}
+
 	// put prints the ID alone; get returns the bytes.
 	data := make([]byte, 9<<19) // 4.5 MiB: a few content-defined chunks
 	rand.NewChaCha8([32]byte{1}).Read(data)

@@ -109,7 +109,7 @@ func cmdServer(args []string) error {
 		}
 		s3h := s3.New(n, cfg.Logger)
 		s3h.Domain = s3Domain
-		s3srv = node.NewHTTPServer(s3h, cfg.Timings.ClientIdle, cfg.Logger)
+		s3srv = node.NewHTTPServer(n.Instrument("s3", s3h), cfg.Timings.ClientIdle, cfg.Logger)
 		scheme := "http"
 		if cfg.Creds != nil {
 			ln, scheme = tls.NewListener(ln, cfg.Creds.ServerTLS(pki.AnyPeer)), "https"

@@ -46,6 +46,7 @@ var owners = map[string][]string{
 	"github.com/klauspost/reedsolomon":      {"erasure"},
 	"github.com/PlakarKorp/go-cdc-chunkers": {"client"},
 	"github.com/aws/aws-sdk-go-v2":          {"s3", "cmd/s3bench"},
+	"github.com/prometheus/client_golang":   {"node"},
 }
 
 type pkg struct {

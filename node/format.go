@@ -1,0 +1,50 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/atollstore/atoll/raftstore"
+)
+
+// DataFormat is the version of a node's data directory as a whole: the
+// shard files' layout and header, the badger keys of the raft log and
+// state machine. A node refuses to start on a directory written by a newer
+// format (a downgrade that would misread it); an older one it upgrades, or
+// reads as it is. The shard header and raft commands carry versions of
+// their own (erasure, raftstore.CommandVersion).
+const DataFormat = 1
+
+const formatFile = "FORMAT"
+
+// CommandVersion is the version of the raft commands this node proposes
+// and the newest it applies.
+const CommandVersion = raftstore.CommandVersion
+
+// checkFormat records DataFormat in a new data directory, and refuses one
+// written by a newer Atoll.
+func checkFormat(dir string) error {
+	p := filepath.Join(dir, formatFile)
+	var f struct {
+		Format int `json:"format"`
+	}
+	switch b, err := os.ReadFile(p); {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		b, _ := json.Marshal(map[string]int{"format": DataFormat})
+		return os.WriteFile(p, append(b, '\n'), 0o644)
+	case err != nil:
+		return err
+	case json.Unmarshal(b, &f) != nil || f.Format < 1:
+		return fmt.Errorf("node: %s is not a format file this Atoll understands: %q", p, b)
+	case f.Format > DataFormat:
+		return fmt.Errorf("node: the data in %s has format %d, written by a newer Atoll; this binary reads format %d at most: run the newer binary (downgrades are not supported)", dir, f.Format, DataFormat)
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+package testcluster
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrape reads a node's /metrics (as the operator) and parses it.
+func scrape(t *testing.T, c *Cluster, m *Member) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := c.HTTPClient().Get(m.Node.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %s", resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// value is the sum of a family's samples whose labels include want.
+func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	f, ok := fams[name]
+	if !ok {
+		return 0, false
+	}
+	sum, found := 0.0, false
+	for _, m := range f.Metric {
+		match := true
+		for k, v := range want {
+			has := false
+			for _, l := range m.Label {
+				has = has || (l.GetName() == k && l.GetValue() == v)
+			}
+			match = match && has
+		}
+		if !match {
+			continue
+		}
+		found = true
+		switch {
+		case m.Gauge != nil:
+			sum += m.Gauge.GetValue()
+		case m.Counter != nil:
+			sum += m.Counter.GetValue()
+		case m.Histogram != nil:
+			sum += float64(m.Histogram.GetSampleCount())
+		}
+	}
+	return sum, found
+}
+
+// TestMetricsThroughARegionLoss scrapes the leader while a region dies
+// and is repaired: degraded chunks rise, then fall to 0; requests, shard
+// transfers per peer and raft state are there; health follows quorum.
+func TestMetricsThroughARegionLoss(t *testing.T) {
+	c := start(t, Options{DeadAfter: time.Second})
+	ctx := context.Background()
+	cl := c.Client()
+	putAll(t, cl, corpus(101, 10))
+	leader, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client put through one node (its first address).
+	if v, _ := value(scrape(t, c, c.Members()[0]), "atoll_http_requests_total", map[string]string{"api": "native", "op": "POST /v1/blobs", "code": "201"}); v != 10 {
+		t.Errorf("the gateway counted %v puts, want 10", v)
+	}
+	fams := scrape(t, c, leader)
+	for _, check := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"atoll_http_request_duration_seconds", map[string]string{"api": "native"}},
+		{"atoll_raft_leader", nil},
+		{"atoll_gossip_members", map[string]string{"state": "alive"}},
+		{"atoll_disk_used_bytes", nil},
+	} {
+		if v, ok := value(fams, check.name, check.labels); !ok || v <= 0 {
+			t.Errorf("%s%v = %v (present %v)", check.name, check.labels, v, ok)
+		}
+	}
+	if _, ok := fams["atoll_shard_requests_total"]; !ok {
+		// the leader may not have been a gateway: any node that was has them
+		var found bool
+		for _, m := range c.Members() {
+			_, found = scrape(t, c, m)["atoll_shard_requests_total"]
+			if found {
+				break
+			}
+		}
+		if !found {
+			t.Error("no node reports shard transfers")
+		}
+	}
+	if v, _ := value(fams, "atoll_degraded_chunks", nil); v != 0 {
+		t.Fatalf("degraded chunks before the loss: %v", v)
+	}
+
+	victim := otherRegion(c, leader.Region)
+	c.KillRegion(victim)
+	peak := 0.0
+	if err := c.waitFor(ctx, "degraded chunks reported", func() bool {
+		peak, _ = value(scrape(t, c, c.Leader()), "atoll_degraded_chunks", nil)
+		return peak > 0
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.waitFor(ctx, "degraded chunks back to 0 after repair", func() bool {
+		fams := scrape(t, c, c.Leader())
+		v, _ := value(fams, "atoll_degraded_chunks", nil)
+		dead, _ := value(fams, "atoll_gossip_members", map[string]string{"state": "dead"})
+		return v == 0 && dead == 3
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("degraded chunks: %v at the loss, 0 after repair", peak)
+
+	// Health: ready while a quorum stands; not once a second region goes.
+	get := func(m *Member, path string) int {
+		resp, err := c.HTTPClient().Get(m.Node.URL() + path)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	var survivor *Member
+	for _, m := range c.Members() {
+		if m.Node != nil && m.Region != victim && m.Region != c.Leader().Region {
+			survivor = m
+		}
+	}
+	if got := get(survivor, "/health/ready"); got != 200 {
+		t.Fatalf("ready with a quorum: %d", got)
+	}
+	c.KillRegion(c.Leader().Region)
+	if err := c.waitFor(ctx, "not ready without a quorum", func() bool { return get(survivor, "/health/ready") == 503 }); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(survivor, "/health/live"); got != 200 {
+		t.Errorf("live without a quorum: %d", got)
+	}
+}
