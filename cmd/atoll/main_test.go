@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -76,10 +75,19 @@ func startReal(t *testing.T, regions, perRegion int) *realCluster {
 		t.Fatal(err)
 	}
 	for i, ip := range ips {
+		// Settings come from all three sources: flags, the environment and
+		// a config file.
+		conf := filepath.Join(c.dir, fmt.Sprintf("n%d.toml", i))
+		var seeds []string
+		for _, o := range ips {
+			if o != ip {
+				seeds = append(seeds, strconv.Quote(o))
+			}
+		}
+		os.WriteFile(conf, fmt.Appendf(nil, "log-level = \"warn\"\ns3-master-key-file = %q\njoin = [%s]\n", keyFile, strings.Join(seeds, ", ")), 0o600)
 		cmd := exec.Command(c.bin, "server", "--data", filepath.Join(c.dir, fmt.Sprint("n", i)), "--region", fmt.Sprint("region", i/perRegion+1),
-			"--bind", ip, "--join", strings.Join(slices.DeleteFunc(slices.Clone(ips), func(o string) bool { return o == ip }), ","),
-			"--bootstrap-expect", fmt.Sprint(len(ips)), "--log-level", "warn", "--s3-master-key-file", keyFile,
-			"--certs-dir", filepath.Join(c.dir, fmt.Sprint("n", i), "certs"))
+			"--bind", ip, "--config", conf, "--certs-dir", filepath.Join(c.dir, fmt.Sprint("n", i), "certs"))
+		cmd.Env = append(os.Environ(), fmt.Sprintf("ATOLL_BOOTSTRAP_EXPECT=%d", len(ips)))
 		logf, _ := os.Create(filepath.Join(c.dir, fmt.Sprintf("n%d.log", i)))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {

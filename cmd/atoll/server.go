@@ -55,7 +55,8 @@ func cmdServer(args []string) error {
 	fs.StringVar(&s3Domain, "s3-domain", "", "serve virtual-hosted–style S3 requests to BUCKET.DOMAIN (path-style always works)")
 	fs.StringVar(&masterKeyFile, "s3-master-key-file", "", "file holding the 32-byte master key (64 hex digits) that seals S3 secrets; the same on every node")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&certsDir, "certs-dir", os.Getenv("ATOLL_CERTS_DIR"), "directory with ca.crt, node.crt, node.key and gossip.key (atoll cert create-node); reloaded on SIGHUP")
+	fs.StringVar(&certsDir, "certs-dir", "", "directory with ca.crt, node.crt, node.key and gossip.key (atoll cert create-node); reloaded on SIGHUP")
+	configFile := fs.String("config", "", "TOML file of settings named like these flags (s3-port = 8900); flags, then $ATOLL_<FLAG> variables, then the file")
 	fs.BoolVar(&insecure, "insecure", false, "run without TLS or authentication, every port open to anyone who can reach it (a single trusted machine only)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -63,6 +64,9 @@ func cmdServer(args []string) error {
 	}
 	if len(pos) > 0 {
 		return usagef("unexpected arguments %q", pos)
+	}
+	if err := applyConfig(fs, *configFile); err != nil {
+		return err
 	}
 	if cfg.Dir == "" || region == "" || cfg.Bind == "" {
 		return usagef("--data, --region and --bind are required")
