@@ -36,6 +36,7 @@ var allowed = map[string][]string{
 	"cmd/atoll":           {"blob", "api", "client", "node", "pki", "s3", "testcluster"},
 	"cmd/s3bench":         {},
 	"internal/archtest":   {},
+	"deploy":              {},
 }
 
 // owners lists the only project packages that may import each library.
