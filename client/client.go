@@ -258,6 +258,39 @@ func (c *Client) RevokeNode(ctx context.Context, id blob.NodeID) error {
 	return c.noContent(ctx, http.MethodPost, "/v1/nodes/"+string(id)+"/revoke")
 }
 
+// SaveSnapshot writes a consistent copy of the cluster's metadata to w
+// (operator certificate needed).
+func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer) error {
+	resp, err := c.do(ctx, func(base string) (*http.Request, error) {
+		return http.NewRequest(http.MethodGet, base+"/v1/snapshot", nil)
+	}, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return readError(resp)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+// RestoreSnapshot replaces the cluster's metadata with a snapshot saved by
+// SaveSnapshot (disaster recovery; operator certificate needed).
+func (c *Client) RestoreSnapshot(ctx context.Context, r io.ReadSeeker) error {
+	resp, err := c.do(ctx, func(base string) (*http.Request, error) {
+		return http.NewRequest(http.MethodPost, base+"/v1/snapshot", io.NopCloser(r))
+	}, func() error { _, err := r.Seek(0, io.SeekStart); return err })
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return readError(resp)
+	}
+	return nil
+}
+
 func (c *Client) noContent(ctx context.Context, method, path string) error {
 	resp, err := c.do(ctx, func(base string) (*http.Request, error) {
 		return http.NewRequest(method, base+path, nil)

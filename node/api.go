@@ -32,6 +32,7 @@ import (
 //	GET      /v1/keys           -> [{"access_key", "created"}]
 //	DELETE   /v1/keys/{id}      -> 204
 //	GET      /v1/cluster
+//	GET|POST /v1/snapshot       metadata backup and restore (snapshot.go)
 //	GET      /metrics           Prometheus text format (metrics.go)
 //	GET      /health/live       200 while the process runs (no credentials needed)
 //	GET      /health/ready      200 when this node can serve: a leader is known and
@@ -76,6 +77,8 @@ func (n *Node) routes() http.Handler {
 	mux.Handle("GET /internal/repair", n.nodesOnly(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.repair.get())
 	}))
+	mux.Handle("GET /v1/snapshot", n.adminOnly(n.handleSnapshotSave))
+	mux.Handle("POST /v1/snapshot", n.adminOnly(n.handleSnapshotRestore))
 	mux.Handle("GET /metrics", n.only(n.handleMetrics(), pki.RoleClient, pki.RoleNode))
 	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "live"})

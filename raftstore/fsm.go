@@ -432,34 +432,45 @@ type fsmSnapshot struct{ txn *badger.Txn }
 
 // Persist writes (len key, key, len value, value)* with uvarint lengths.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	w := bufio.NewWriterSize(sink, 256<<10)
-	err := func() error {
-		p := []byte{prefixFSM}
-		it := s.txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
-		defer it.Close()
-		var lb [binary.MaxVarintLen64]byte
-		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			if string(k) == string(keyRestoring) {
-				continue
-			}
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			for _, b := range [][]byte{k, v} {
-				w.Write(lb[:binary.PutUvarint(lb[:], uint64(len(b)))])
-				w.Write(b)
-			}
-		}
-		return w.Flush()
-	}()
-	if err != nil {
+	if err := writeFSM(s.txn, sink, false); err != nil {
 		sink.Cancel()
 		return err
 	}
 	return sink.Close()
+}
+
+// writeFSM writes the state machine as txn sees it in the snapshot format.
+// A backup (forBackup) carries applied index 0 instead of this cluster's:
+// restored into another cluster, whose log has other indexes, it must not
+// make that cluster skip its next entries as already applied.
+func writeFSM(txn *badger.Txn, out io.Writer, forBackup bool) error {
+	w := bufio.NewWriterSize(out, 256<<10)
+	var lb [binary.MaxVarintLen64]byte
+	put := func(k, v []byte) {
+		for _, b := range [][]byte{k, v} {
+			w.Write(lb[:binary.PutUvarint(lb[:], uint64(len(b)))])
+			w.Write(b)
+		}
+	}
+	p := []byte{prefixFSM}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
+	defer it.Close()
+	for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		if bytes.Equal(k, keyRestoring) || (forBackup && bytes.Equal(k, keyApplied)) {
+			continue
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		put(k, v)
+	}
+	if forBackup {
+		put(keyApplied, make([]byte, 8))
+	}
+	return w.Flush()
 }
 
 func (s *fsmSnapshot) Release() { s.txn.Discard() }

@@ -208,6 +208,29 @@ func (s *Store) Leader() blob.NodeID {
 	return blob.NodeID(id)
 }
 
+// WriteSnapshot writes a consistent copy of the whole state machine —
+// blobs, chunks and their shard locations, the layout, buckets, objects,
+// access keys (secrets sealed) — to w: a backup for RestoreSnapshot.
+func (s *Store) WriteSnapshot(w io.Writer) error {
+	txn := s.db.NewTransaction(false)
+	defer txn.Discard()
+	return writeFSM(txn, w, true)
+}
+
+// RestoreSnapshot (leader only) replaces the state machine of every
+// replica with a backup of size bytes made by WriteSnapshot (raft's user
+// restore: the log is truncated and followers are sent the snapshot).
+func (s *Store) RestoreSnapshot(r io.Reader, size int64, timeout time.Duration) error {
+	if !s.IsLeader() {
+		return ErrNotLeader
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}
+	if err := s.raft.Restore(meta, r, timeout); err != nil {
+		return fmt.Errorf("raftstore: restore: %w", err)
+	}
+	return nil
+}
+
 // RaftState is this replica's view of raft, for metrics.
 type RaftState struct {
 	Leader                     bool

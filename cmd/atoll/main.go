@@ -43,6 +43,7 @@ usage:
   atoll key create [--server URL] [--json]  make an S3 access key (the secret is shown once)
   atoll key list   [--server URL] [--json]  list S3 access keys
   atoll key delete [--server URL] KEY       revoke an S3 access key
+  atoll snapshot save|restore FILE        back up the cluster's metadata, or restore it
   atoll version                           this binary's version and the data formats it reads
   atoll dev                               run a 3-region x 3-node cluster in this process
   atoll demo                              show a region being lost without losing data
@@ -62,7 +63,7 @@ func main() {
 	}
 	cmds := map[string]func([]string) error{
 		"server": cmdServer, "put": cmdPut, "get": cmdGet, "stat": cmdStat, "rm": cmdRm,
-		"cluster": cmdCluster, "node": cmdNode, "key": cmdKey, "cert": cmdCert, "dev": cmdDev, "demo": cmdDemo, "version": cmdVersion,
+		"cluster": cmdCluster, "node": cmdNode, "key": cmdKey, "cert": cmdCert, "dev": cmdDev, "demo": cmdDemo, "version": cmdVersion, "snapshot": cmdSnapshot,
 	}
 	name, args := os.Args[1], os.Args[2:]
 	if name == "-h" || name == "--help" || name == "help" {

@@ -163,6 +163,13 @@ func TestRealBinary(t *testing.T) {
 		}
 	}
 
+	snap := filepath.Join(dir, "meta.snap")
+	if _, e, code := run("snapshot", "save", snap); code != 0 {
+		t.Fatalf("snapshot save: %s", e)
+	}
+	if fi, err := os.Stat(snap); err != nil || fi.Size() == 0 {
+		t.Fatalf("snapshot file: %v", err)
+	}
 	if out, _, code := run("version"); code != 0 || !strings.Contains(out, "formats: data directory 1") {
 		t.Fatalf("version: exit %d: %s", code, out)
 	}

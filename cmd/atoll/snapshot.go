@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+)
+
+// cmdSnapshot saves the cluster's metadata to a file, or restores it
+// (disaster recovery: every region's metadata lost, shard disks kept).
+func cmdSnapshot(args []string) error {
+	if len(args) == 0 || (args[0] != "save" && args[0] != "restore") {
+		return usagef("want: atoll snapshot save|restore [--server URL] FILE")
+	}
+	fs := flag.NewFlagSet("snapshot "+args[0], flag.ContinueOnError)
+	cn := connFlags(fs)
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one FILE")
+	}
+	cl, err := cn.open()
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	if args[0] == "restore" {
+		f, err := os.Open(pos[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := cl.RestoreSnapshot(ctx, f); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "metadata restored from %s on every node\n", pos[0])
+		return nil
+	}
+	// Written beside the target and renamed once complete and synced: an
+	// interrupted save never leaves a truncated backup under the name.
+	tmp := pos[0] + ".partial"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := cl.SaveSnapshot(ctx, f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, pos[0])
+}
