@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 
+	"github.com/atollstore/atoll/internal/atomicfile"
 	"github.com/atollstore/atoll/raftstore"
 )
 
@@ -38,7 +40,7 @@ func checkFormat(dir string) error {
 			return err
 		}
 		b, _ := json.Marshal(map[string]int{"format": DataFormat})
-		return os.WriteFile(p, append(b, '\n'), 0o644)
+		return atomicfile.Write(p, 0o644, func(w io.Writer) error { _, err := w.Write(append(b, '\n')); return err })
 	case err != nil:
 		return err
 	case json.Unmarshal(b, &f) != nil || f.Format < 1:

@@ -4,11 +4,14 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/atollstore/atoll/internal/atomicfile"
 )
 
 // A certs directory, as `atoll cert` writes it (like `cockroach cert`):
@@ -196,27 +199,7 @@ func readPrivate(p string) ([]byte, error) {
 	return os.ReadFile(p)
 }
 
-// writeFile replaces dir/name atomically (temp file, fsync, rename).
+// writeFile replaces dir/name atomically.
 func writeFile(dir, name string, b []byte, mode fs.FileMode) error {
-	f, err := os.CreateTemp(dir, "."+name+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), filepath.Join(dir, name))
+	return atomicfile.Write(filepath.Join(dir, name), mode, func(w io.Writer) error { _, err := w.Write(b); return err })
 }

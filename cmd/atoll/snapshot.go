@@ -4,7 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+
+	"github.com/atollstore/atoll/internal/atomicfile"
 )
 
 // cmdSnapshot saves the cluster's metadata to a file, or restores it
@@ -41,22 +44,5 @@ func cmdSnapshot(args []string) error {
 	}
 	// Written beside the target and renamed once complete and synced: an
 	// interrupted save never leaves a truncated backup under the name.
-	tmp := pos[0] + ".partial"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp)
-	if err := cl.SaveSnapshot(ctx, f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, pos[0])
+	return atomicfile.Write(pos[0], 0o600, func(w io.Writer) error { return cl.SaveSnapshot(ctx, w) })
 }
