@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,12 +25,13 @@ import (
 //	atoll_shard_request_duration_seconds{op,peer}   their latency (a slow link shows)
 //	atoll_raft_leader, atoll_raft_term, atoll_raft_commit_index,
 //	atoll_raft_applied_index, atoll_raft_last_contact_seconds
+//	atoll_raft_apply_duration_seconds                a metadata commit, from this node (via the leader)
 //	atoll_gossip_members{state}                     alive, suspect, dead
 //	atoll_node_last_seen_seconds{peer}              since gossip last saw a gone peer
 //	atoll_degraded_chunks                           chunks with a shard on a dead or gone node
 //	atoll_repair_running, atoll_repair_chunks_total, atoll_repair_chunks_done, atoll_repair_bytes_total
 //	atoll_scrub_repaired_shards_total, atoll_scrub_reclaimed_shards_total
-//	atoll_disk_used_bytes
+//	atoll_disk_used_bytes, atoll_disk_free_bytes
 type metrics struct {
 	reg               *prometheus.Registry
 	requests          *prometheus.CounterVec
@@ -37,6 +39,7 @@ type metrics struct {
 	bytesIn, bytesOut *prometheus.CounterVec
 	shards            *prometheus.CounterVec
 	shardLatency      *prometheus.HistogramVec
+	applyLatency      prometheus.Histogram
 }
 
 func newMetrics(n *Node) *metrics {
@@ -52,6 +55,8 @@ func newMetrics(n *Node) *metrics {
 			[]string{"op", "peer", "result"}),
 		shardLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "atoll_shard_request_duration_seconds", Help: "Time of a shard read or write, by peer.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9)}, []string{"op", "peer"}),
+		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "atoll_raft_apply_duration_seconds", Help: "Time to commit a metadata command from this node, through the leader.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9)}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
@@ -65,7 +70,7 @@ func newMetrics(n *Node) *metrics {
 		}
 		return 0
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.bytesIn, m.bytesOut, m.shards, m.shardLatency,
+	m.reg.MustRegister(m.requests, m.latency, m.bytesIn, m.bytesOut, m.shards, m.shardLatency, m.applyLatency,
 		gauge("atoll_raft_leader", "1 if this node is the raft leader.", func() float64 { return bool01(n.meta.State().Leader) }),
 		gauge("atoll_raft_term", "Current raft term.", func() float64 { return float64(n.meta.State().Term) }),
 		gauge("atoll_raft_commit_index", "Raft commit index.", func() float64 { return float64(n.meta.State().CommitIndex) }),
@@ -85,6 +90,13 @@ func newMetrics(n *Node) *metrics {
 		counter("atoll_scrub_repaired_shards_total", "Shards this node's scrubber found bad and rebuilt.", func() float64 { return float64(n.scrubRepairs.Load()) }),
 		counter("atoll_scrub_reclaimed_shards_total", "Unreferenced shards this node's scrubber deleted.", func() float64 { return float64(n.scrubReclaimed.Load()) }),
 		gauge("atoll_disk_used_bytes", "Bytes of shard files on this node.", func() float64 { return float64(n.shards.Used()) }),
+		gauge("atoll_disk_free_bytes", "Bytes free on the file system of this node's data directory.", func() float64 {
+			var st syscall.Statfs_t
+			if syscall.Statfs(n.cfg.Dir, &st) != nil {
+				return 0
+			}
+			return float64(st.Bavail) * float64(st.Bsize)
+		}),
 		&gossipCollector{n: n},
 	)
 	return m

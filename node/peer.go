@@ -81,8 +81,13 @@ func (n *Node) apply(ctx context.Context, cmd raftstore.Command) (raftstore.Resu
 	if err != nil {
 		return raftstore.Result{}, err
 	}
-	return viaLeader(ctx, n, http.MethodPost, "/internal/apply", body,
+	start := time.Now()
+	res, err := viaLeader(ctx, n, http.MethodPost, "/internal/apply", body,
 		func(ctx context.Context) (raftstore.Result, error) { return n.meta.Apply(ctx, cmd) })
+	if err == nil {
+		n.metrics.applyLatency.Observe(time.Since(start).Seconds())
+	}
+	return res, err
 }
 
 // viaLeader runs local if this node leads, or else sends the request to

@@ -81,8 +81,12 @@ func TestMetricsThroughARegionLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The client put through one node (its first address).
-	if v, _ := value(scrape(t, c, c.Members()[0]), "atoll_http_requests_total", map[string]string{"api": "native", "op": "POST /v1/blobs", "code": "201"}); v != 10 {
+	gw := scrape(t, c, c.Members()[0])
+	if v, _ := value(gw, "atoll_http_requests_total", map[string]string{"api": "native", "op": "POST /v1/blobs", "code": "201"}); v != 10 {
 		t.Errorf("the gateway counted %v puts, want 10", v)
+	}
+	if v, _ := value(gw, "atoll_raft_apply_duration_seconds", nil); v < 10 {
+		t.Errorf("the gateway timed %v commits, want at least 10", v)
 	}
 	fams := scrape(t, c, leader)
 	for _, check := range []struct {
@@ -93,6 +97,7 @@ func TestMetricsThroughARegionLoss(t *testing.T) {
 		{"atoll_raft_leader", nil},
 		{"atoll_gossip_members", map[string]string{"state": "alive"}},
 		{"atoll_disk_used_bytes", nil},
+		{"atoll_disk_free_bytes", nil},
 	} {
 		if v, ok := value(fams, check.name, check.labels); !ok || v <= 0 {
 			t.Errorf("%s%v = %v (present %v)", check.name, check.labels, v, ok)
