@@ -79,7 +79,7 @@ func (n *Node) routes() http.Handler {
 	}))
 	mux.Handle("GET /v1/snapshot", n.adminOnly(n.handleSnapshotSave))
 	mux.Handle("POST /v1/snapshot", n.adminOnly(n.handleSnapshotRestore))
-	mux.Handle("GET /metrics", n.only(n.handleMetrics(), pki.RoleClient, pki.RoleNode))
+	mux.Handle("GET /metrics", n.metricsAuth(n.handleMetrics()))
 	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "live"})
 	})

@@ -1,9 +1,11 @@
 package node
 
 import (
+	"crypto/subtle"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -12,10 +14,11 @@ import (
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/pki"
 )
 
 // Metrics (GET /metrics, Prometheus text format; operator or node
-// certificates). Each node has its own registry, so several nodes can run
+// certificates, or the metrics token). Each node has its own registry, so several nodes can run
 // in one process (testcluster). Names follow Prometheus conventions:
 //
 //	atoll_http_requests_total{api,op,code}          native API and S3 requests
@@ -168,6 +171,20 @@ func (n *Node) Instrument(apiName string, h http.Handler) http.Handler {
 		m.latency.WithLabelValues(apiName, op).Observe(time.Since(start).Seconds())
 		m.bytesIn.WithLabelValues(apiName).Add(float64(body.n))
 		m.bytesOut.WithLabelValues(apiName).Add(float64(cw.n))
+	})
+}
+
+// metricsAuth lets a scrape through with the metrics token, or else with
+// an operator or node certificate.
+func (n *Node) metricsAuth(h http.Handler) http.Handler {
+	certs := n.only(h, pki.RoleClient, pki.RoleNode)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if ok && n.cfg.MetricsToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(n.cfg.MetricsToken)) == 1 {
+			h.ServeHTTP(w, r)
+			return
+		}
+		certs.ServeHTTP(w, r)
 	})
 }
 

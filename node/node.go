@@ -108,6 +108,10 @@ type Config struct {
 	// everything is plaintext and open: for benchmarks and tests only.
 	Creds *pki.Creds
 
+	// MetricsToken, if set, also lets a scraper without a certificate read
+	// /metrics (Authorization: Bearer TOKEN).
+	MetricsToken string
+
 	// WrapStorage, if set, wraps the node's shard store (testcluster
 	// injects disk faults through it).
 	WrapStorage func(storage.Storage) storage.Storage

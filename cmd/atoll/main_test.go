@@ -32,6 +32,9 @@ type realCluster struct {
 	certs  string   // the operator's certs dir: ca.crt and client.admin.*
 }
 
+// metricsToken lets a scraper read /metrics without a certificate.
+const metricsToken = "scrape-me-0123456789"
+
 // startReal builds the binary and starts regions × perRegion servers.
 func startReal(t *testing.T, regions, perRegion int) *realCluster {
 	if testing.Short() {
@@ -70,6 +73,10 @@ func startReal(t *testing.T, regions, perRegion int) *realCluster {
 		certCmd("create-node", "--certs-dir", ca, "--out", filepath.Join(c.dir, fmt.Sprint("n", i), "certs"),
 			"--region", fmt.Sprint("region", i/perRegion+1), "--id", fmt.Sprint("node", i), "--ip", ip)
 	}
+	tokenFile := filepath.Join(c.dir, "metrics.token")
+	if err := os.WriteFile(tokenFile, []byte(metricsToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	keyFile := filepath.Join(c.dir, "master.key")
 	if err := os.WriteFile(keyFile, []byte(strings.Repeat("a1", 32)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -84,7 +91,8 @@ func startReal(t *testing.T, regions, perRegion int) *realCluster {
 				seeds = append(seeds, strconv.Quote(o))
 			}
 		}
-		os.WriteFile(conf, fmt.Appendf(nil, "log-level = \"warn\"\ns3-master-key-file = %q\njoin = [%s]\n", keyFile, strings.Join(seeds, ", ")), 0o600)
+		os.WriteFile(conf, fmt.Appendf(nil, "log-level = \"warn\"\ns3-master-key-file = %q\nmetrics-token-file = %q\njoin = [%s]\n",
+			keyFile, tokenFile, strings.Join(seeds, ", ")), 0o600)
 		cmd := exec.Command(c.bin, "server", "--data", filepath.Join(c.dir, fmt.Sprint("n", i)), "--region", fmt.Sprint("region", i/perRegion+1),
 			"--bind", ip, "--config", conf, "--certs-dir", filepath.Join(c.dir, fmt.Sprint("n", i), "certs"))
 		cmd.Env = append(os.Environ(), fmt.Sprintf("ATOLL_BOOTSTRAP_EXPECT=%d", len(ips)))

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -61,6 +62,23 @@ func TestRealOutsiders(t *testing.T) {
 		t.Fatalf("anonymous /internal/apply: %v %v", resp, err)
 	}
 	resp.Body.Close()
+
+	// /metrics: the token, or a certificate; not anonymous.
+	for token, want := range map[string]int{metricsToken: 200, "wrong-token-0123456789": 403, "": 403} {
+		req, _ := http.NewRequest("GET", c.apis[0]+"/metrics", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || (want == 200 && !bytes.Contains(body, []byte("atoll_raft_term"))) {
+			t.Fatalf("/metrics with token %q: %d, want %d", token, resp.StatusCode, want)
+		}
+	}
 
 	// An operator certificate cannot speak raft.
 	op, err := pki.LoadClient(c.certs, "admin")

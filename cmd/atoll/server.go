@@ -28,7 +28,7 @@ func cmdServer(args []string) error {
 	cfg := def
 	var region, zone, id, join, level, masterKeyFile, s3Domain string
 	var s3Port int
-	var certsDir string
+	var certsDir, metricsTokenFile string
 	var insecure bool
 	fs.StringVar(&cfg.Dir, "data", "", "data directory (required)")
 	fs.StringVar(&region, "region", "", "region (jurisdiction) of this node (required)")
@@ -56,6 +56,7 @@ func cmdServer(args []string) error {
 	fs.StringVar(&masterKeyFile, "s3-master-key-file", "", "file holding the 32-byte master key (64 hex digits) that seals S3 secrets; the same on every node")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&certsDir, "certs-dir", "", "directory with ca.crt, node.crt, node.key and gossip.key (atoll cert create-node); reloaded on SIGHUP")
+	fs.StringVar(&metricsTokenFile, "metrics-token-file", "", "file holding a bearer token that may read /metrics without a certificate")
 	configFile := fs.String("config", "", "TOML file of settings named like these flags (s3-port = 8900); flags, then $ATOLL_<FLAG> variables, then the file")
 	fs.BoolVar(&insecure, "insecure", false, "run without TLS or authentication, every port open to anyone who can reach it (a single trusted machine only)")
 	pos, err := parse(fs, args)
@@ -81,6 +82,15 @@ func cmdServer(args []string) error {
 	cfg.Region, cfg.Zone, cfg.ID = blob.Region(region), blob.Zone(zone), blob.NodeID(id)
 	if join != "" {
 		cfg.Join = strings.Split(join, ",")
+	}
+	if metricsTokenFile != "" {
+		b, err := os.ReadFile(metricsTokenFile)
+		if err != nil {
+			return err
+		}
+		if cfg.MetricsToken = strings.TrimSpace(string(b)); len(cfg.MetricsToken) < 16 {
+			return usagef("--metrics-token-file: a token of at least 16 characters, please")
+		}
 	}
 	if masterKeyFile != "" {
 		if cfg.MasterKey, err = readMasterKey(masterKeyFile); err != nil {
