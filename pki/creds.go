@@ -89,6 +89,12 @@ func (c *Creds) Reload() error {
 	if err != nil {
 		return err
 	}
+	return c.swap(st)
+}
+
+// swap puts st in force, unless it would change who these credentials
+// are (a node is its certificate's identity for life).
+func (c *Creds) swap(st *state) error {
 	if old := c.cur.Load(); old.cert != nil && st.id != old.id {
 		return fmt.Errorf("pki: the new certificate is for %s, not %s", st.id, old.id)
 	}
@@ -118,11 +124,7 @@ func (c *Creds) Rotate(certPEM, keyPEM, caPEM []byte, gossipKeys [][]byte) error
 	if err != nil {
 		return err
 	}
-	if old.cert != nil && st.id != old.id {
-		return fmt.Errorf("pki: the new certificate is for %s, not %s", st.id, old.id)
-	}
-	c.cur.Store(st)
-	return nil
+	return c.swap(st)
 }
 
 // Policy says which peers a server accepts.
