@@ -20,20 +20,29 @@ import (
 // scrape reads a node's /metrics (as the operator) and parses it.
 func scrape(t *testing.T, c *Cluster, m *Member) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := c.HTTPClient().Get(m.Node.URL() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/metrics: %s", resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
+	fams, err := tryScrape(c, m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return fams
+}
+
+// tryScrape is scrape for conditions polled while the cluster changes
+// (m may be nil: no leader at the moment).
+func tryScrape(c *Cluster, m *Member) (map[string]*dto.MetricFamily, error) {
+	if m == nil || m.Node == nil {
+		return nil, errors.New("no such node running")
+	}
+	resp, err := c.HTTPClient().Get(m.Node.URL() + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, errors.New("/metrics: " + resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(resp.Body)
 }
 
 // value is the sum of a family's samples whose labels include want.
@@ -124,16 +133,17 @@ func TestMetricsThroughARegionLoss(t *testing.T) {
 	c.KillRegion(victim)
 	peak := 0.0
 	if err := c.waitFor(ctx, "degraded chunks reported", func() bool {
-		peak, _ = value(scrape(t, c, c.Leader()), "atoll_degraded_chunks", nil)
-		return peak > 0
+		fams, err := tryScrape(c, c.Leader())
+		peak, _ = value(fams, "atoll_degraded_chunks", nil)
+		return err == nil && peak > 0
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.waitFor(ctx, "degraded chunks back to 0 after repair", func() bool {
-		fams := scrape(t, c, c.Leader())
+		fams, err := tryScrape(c, c.Leader())
 		v, _ := value(fams, "atoll_degraded_chunks", nil)
 		dead, _ := value(fams, "atoll_gossip_members", map[string]string{"state": "dead"})
-		return v == 0 && dead == 3
+		return err == nil && v == 0 && dead == 3
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -148,16 +158,19 @@ func TestMetricsThroughARegionLoss(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	if leader, err = c.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
 	var survivor *Member
 	for _, m := range c.Members() {
-		if m.Node != nil && m.Region != victim && m.Region != c.Leader().Region {
+		if m.Node != nil && m.Region != victim && m.Region != leader.Region {
 			survivor = m
 		}
 	}
 	if got := get(survivor, "/health/ready"); got != 200 {
 		t.Fatalf("ready with a quorum: %d", got)
 	}
-	c.KillRegion(c.Leader().Region)
+	c.KillRegion(leader.Region)
 	if err := c.waitFor(ctx, "not ready without a quorum", func() bool { return get(survivor, "/health/ready") == 503 }); err != nil {
 		t.Fatal(err)
 	}

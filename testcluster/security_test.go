@@ -212,14 +212,21 @@ func TestRogueNodesAreNotAdmitted(t *testing.T) {
 	}
 	ctx := context.Background()
 	if err := c.waitFor(ctx, "the good node in the layout", func() bool {
-		l, _ := c.Leader().Node.Meta().Layout()
+		leader := c.Leader()
+		if leader == nil {
+			return false
+		}
+		l, _ := leader.Node.Meta().Layout()
 		_, ok := l.Member(good.ID)
 		return ok
 	}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second) // a dozen upkeep passes
-	leader := c.Leader()
+	leader, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	l, _ := leader.Node.Meta().Layout()
 	ci := leader.Node.Cluster(ctx)
 	for _, id := range []blob.NodeID{"stock", "forged", "elsewhere"} {
@@ -247,7 +254,10 @@ func TestRevokedNodeIsRefused(t *testing.T) {
 	cl := c.Client()
 	blobs := corpus(61, 12)
 	ids := putAll(t, cl, blobs)
-	leader := c.Leader()
+	leader, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var victim *Member
 	for _, m := range c.Members() {
 		if m.Region != leader.Region {
@@ -320,7 +330,11 @@ func TestRevokedNodeIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second)
-	if l, _ := c.Leader().Node.Meta().Layout(); slices.ContainsFunc(l.Nodes, func(m raftstore.Member) bool { return m.ID == victim.ID }) {
+	leader, err = c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := leader.Node.Meta().Layout(); slices.ContainsFunc(l.Nodes, func(m raftstore.Member) bool { return m.ID == victim.ID }) {
 		t.Fatal("the revoked node is back in the layout after a restart")
 	}
 }
@@ -377,7 +391,11 @@ func TestCertificateRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := c.waitFor(ctx, "the restarted node alive", func() bool {
-		ci := c.Leader().Node.Cluster(ctx)
+		leader := c.Leader()
+		if leader == nil {
+			return false
+		}
+		ci := leader.Node.Cluster(ctx)
 		return slices.ContainsFunc(ci.Nodes, func(n api.NodeInfo) bool { return n.ID == m.ID && n.State == "alive" })
 	}); err != nil {
 		t.Fatal(err)
