@@ -40,9 +40,10 @@ usage:
   atoll node drain  [--server URL] ID     move every shard off a node (it keeps serving meanwhile)
   atoll node remove [--server URL] ID     remove a drained node from the cluster
   atoll node revoke [--server URL] ID     remove a seized or compromised node now; its certificate is refused
-  atoll key create [--server URL] [--json]  make an S3 access key (the secret is shown once)
-  atoll key list   [--server URL] [--json]  list S3 access keys
-  atoll key delete [--server URL] KEY       revoke an S3 access key
+  atoll key create [--server URL] [--json] [--scopes read,write,delete] [--buckets B,...]
+                                          make an access key for S3 and the API (the secret is shown once)
+  atoll key list   [--server URL] [--json]  list access keys, their scopes and buckets
+  atoll key delete [--server URL] KEY       revoke an access key
   atoll snapshot save|restore FILE        back up the cluster's metadata, or restore it
   atoll version                           this binary's version and the data formats it reads
   atoll dev                               run a 3-region x 3-node cluster in this process
