@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,6 +107,41 @@ type upload struct {
 
 	scanned, sent, skipped atomic.Int64
 	chunksSent             atomic.Int64
+
+	heldMu sync.Mutex
+	held   []blob.ID // chunks the cluster holds for this upload so far
+}
+
+// RenewEvery is how often a running upload renews the grace of the chunks
+// the cluster already holds for it (a have-check of them): an upload that
+// takes longer than the cluster's orphan grace must not see its first
+// chunks dropped as abandoned before its manifest claims them. The
+// cluster's grace (--orphan-grace, 1 hour by default) must exceed it.
+const RenewEvery = 10 * time.Second
+
+func (u *upload) hold(id blob.ID) {
+	u.heldMu.Lock()
+	u.held = append(u.held, id)
+	u.heldMu.Unlock()
+}
+
+// renew keeps the held chunks' grace fresh until stop is closed.
+func (u *upload) renew(ctx context.Context, stop <-chan struct{}) {
+	t := time.NewTicker(RenewEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		u.heldMu.Lock()
+		ids := slices.Clone(u.held)
+		u.heldMu.Unlock()
+		u.c.Missing(ctx, ids) // NB: best effort; the commit re-sends whatever was lost
+	}
 }
 
 type chunkAt struct {
@@ -142,7 +178,13 @@ func (u *upload) run(ctx context.Context, size int64) (*UploadResult, error) {
 	for range u.opts.Parallel {
 		g.Go(func() error { return u.sender(gctx, sends) })
 	}
-	if err := g.Wait(); err != nil {
+	stopRenew := make(chan struct{})
+	renewed := make(chan struct{})
+	go func() { defer close(renewed); u.renew(ctx, stopRenew) }()
+	err := g.Wait()
+	close(stopRenew)
+	<-renewed
+	if err != nil {
 		return nil, err
 	}
 	m := api.Manifest{ID: whole, Size: size, Chunks: make([]api.ChunkRef, len(u.refs))}
@@ -221,6 +263,7 @@ func (u *upload) sendMissing(ctx context.Context, batch []chunkAt, sends chan<- 
 	for _, ref := range ask {
 		if !missing[ref.ID] {
 			u.skipped.Add(ref.Len)
+			u.hold(ref.ID)
 			continue
 		}
 		select {
@@ -289,6 +332,7 @@ func (u *upload) sender(ctx context.Context, sends <-chan chunkAt) error {
 		}
 		u.sent.Add(ref.Len)
 		u.chunksSent.Add(1)
+		u.hold(ref.ID)
 	}
 	return nil
 }

@@ -228,7 +228,13 @@ func (s *Store) RestoreSnapshot(r io.Reader, size int64, timeout time.Duration) 
 	if err := s.raft.Restore(meta, r, timeout); err != nil {
 		return fmt.Errorf("raftstore: restore: %w", err)
 	}
-	return nil
+	// A command after the restore (one that changes nothing) moves the
+	// applied index past it: a replica that reaches a read index from now
+	// on has installed the restored state, not just caught up with the old.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := s.Apply(ctx, TouchStagedCommand(TouchStaged{At: time.Now().UTC()}))
+	return err
 }
 
 // RaftState is this replica's view of raft, for metrics.
