@@ -120,12 +120,12 @@ func (n *Node) PutChunk(ctx context.Context, id blob.ID, r io.Reader) (stored bo
 	if len(layout.Nodes) == 0 {
 		return false, fmt.Errorf("%w: the cluster has not formed yet", blob.ErrUnavailable)
 	}
-	shards, reused, err := n.writeChunk(ctx, layout, st, id)
-	if err != nil || reused {
+	c := raftstore.Chunk{ID: id, Len: int64(got)}
+	if err := n.writeChunk(ctx, layout, st, &c); err != nil || c.Reused {
 		return false, err
 	}
 	cmd := raftstore.StageChunkCommand(raftstore.StagedChunk{
-		Chunk: raftstore.Chunk{ID: id, Len: int64(got), Shards: shards},
+		Chunk: c,
 		K:     n.cfg.K, M: n.cfg.M, At: time.Now().UTC(),
 	})
 	if _, err := n.apply(ctx, cmd); err != nil {

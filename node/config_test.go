@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,13 +66,20 @@ func TestDataFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, formatFile))
-	if err != nil || !strings.Contains(string(b), `"format":1`) {
+	if err != nil || !strings.Contains(string(b), fmt.Sprintf(`"format":%d`, DataFormat)) {
 		t.Fatalf("format file %q, %v", b, err)
 	}
 	if err := checkFormat(dir); err != nil {
 		t.Fatalf("reopening: %v", err)
 	}
-	os.WriteFile(filepath.Join(dir, formatFile), []byte(`{"format":2}`), 0o644)
+	os.WriteFile(filepath.Join(dir, formatFile), []byte(`{"format":1}`), 0o644)
+	if err := checkFormat(dir); err != nil {
+		t.Fatalf("an older format: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, formatFile)); !strings.Contains(string(b), fmt.Sprintf(`"format":%d`, DataFormat)) {
+		t.Fatalf("an older directory was not marked with the current format: %q", b)
+	}
+	os.WriteFile(filepath.Join(dir, formatFile), []byte(fmt.Sprintf(`{"format":%d}`, DataFormat+1)), 0o644)
 	if err := checkFormat(dir); err == nil || !strings.Contains(err.Error(), "newer Atoll") {
 		t.Fatalf("a newer format: %v", err)
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/placement"
 	"github.com/atollstore/atoll/raftstore"
-	"github.com/zeebo/blake3"
 )
 
 // getPrefetch is how many chunks a get fetches ahead of the one it is
@@ -38,11 +37,14 @@ func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length in
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	codec, err := n.codecFor(b.K, b.M)
+	if err != nil {
+		return err
+	}
 	type fetched struct {
-		chunk  raftstore.Chunk
-		start  int64 // offset of the chunk in the blob
-		shards [][]byte
-		err    error
+		start int64  // offset of the chunk in the blob
+		plain []byte // the chunk's bytes, verified
+		err   error
 	}
 	pending := make(chan chan fetched, getPrefetch)
 	go func() {
@@ -61,8 +63,8 @@ func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length in
 				return
 			}
 			go func() {
-				shards, err := n.fetchChunk(ctx, b.K, b.M, c)
-				res <- fetched{chunk: c, start: cStart, shards: shards, err: err}
+				_, plain, err := n.fetchChunk(ctx, codec, c, n.chunkBuf())
+				res <- fetched{start: cStart, plain: plain, err: err}
 			}()
 		}
 	}()
@@ -73,7 +75,9 @@ func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length in
 			return f.err
 		}
 		out.skip = max(0, off-f.start)
-		if err := n.codec.Decode(f.shards, f.chunk.Len, out); err != nil {
+		_, err := out.Write(f.plain)
+		n.chunkBufs.Put(f.plain[:0])
+		if err != nil {
 			return err
 		}
 	}
@@ -83,14 +87,15 @@ func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length in
 	return nil
 }
 
-// fetchChunk gathers k verified shards of chunk c, reconstructing missing
-// data shards, and checks the chunk's hash. Shards are tried in
+// fetchChunk gathers k verified shards of chunk c, decodes them and
+// checks the chunk's hash. It returns the shards (missing data shards
+// rebuilt) and the chunk's bytes appended to dst. Shards are tried in
 // placement.RankReads' order of preference, k at a time; each failure
 // starts the next candidate.
-func (n *Node) fetchChunk(ctx context.Context, k, m int, c raftstore.Chunk) ([][]byte, error) {
-	total := k + m
+func (n *Node) fetchChunk(ctx context.Context, codec *erasure.Codec, c raftstore.Chunk, dst []byte) ([][]byte, []byte, error) {
+	k, total := codec.K(), codec.N()
 	if len(c.Shards) != total {
-		return nil, fmt.Errorf("%w: chunk %s lists %d shard locations, want %d", blob.ErrCorrupt, c.ID, len(c.Shards), total)
+		return nil, dst, fmt.Errorf("%w: chunk %s lists %d shard locations, want %d", blob.ErrCorrupt, c.ID, len(c.Shards), total)
 	}
 	layout, _ := n.meta.Layout()
 	type candidate struct {
@@ -124,7 +129,7 @@ func (n *Node) fetchChunk(ctx context.Context, k, m int, c raftstore.Chunk) ([][
 		}
 		cd := cands[next]
 		go func() {
-			p, err := n.readShard(ctx, cd.m, c.ID, cd.index)
+			p, err := n.readShard(ctx, cd.m, c, cd.index)
 			results <- result{cd, p, err}
 		}()
 		next++
@@ -164,12 +169,12 @@ func (n *Node) fetchChunk(ctx context.Context, k, m int, c raftstore.Chunk) ([][
 	}
 	if have < k {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, dst, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: chunk %s: %d of %d needed shards readable: %w", blob.ErrUnavailable, c.ID, have, k, errors.Join(errs...))
+		return nil, dst, fmt.Errorf("%w: chunk %s: %d of %d needed shards readable: %w", blob.ErrUnavailable, c.ID, have, k, errors.Join(errs...))
 	}
-	if ok, err := n.decodesTo(slices.Clone(shards), c); err != nil || ok {
-		return shards, err
+	if plain, ok, err := decodesTo(codec, shards, c, dst); err != nil || ok {
+		return shards, plain, err
 	}
 	// A shard passed its own checks (header, CRC) yet is wrong: forged by a
 	// lying node, or rotted along with its checksum. The chunk's ID, which
@@ -178,73 +183,93 @@ func (n *Node) fetchChunk(ctx context.Context, k, m int, c raftstore.Chunk) ([][
 	var wg sync.WaitGroup
 	for _, cd := range cands[next:] {
 		wg.Go(func() {
-			if p, err := n.readShard(ctx, cd.m, c.ID, cd.index); err == nil {
+			if p, err := n.readShard(ctx, cd.m, c, cd.index); err == nil {
 				shards[cd.index] = p // NB: distinct indices
 			}
 		})
 	}
 	wg.Wait()
-	good, bad := n.findGoodShards(shards, c)
+	good, plain, bad := findGoodShards(codec, shards, c, dst)
 	if good == nil {
-		return nil, fmt.Errorf("%w: chunk %s: no %d of its shards decode to it (%d tried)", blob.ErrCorrupt, c.ID, k, maxShardCombos)
+		return nil, dst, fmt.Errorf("%w: chunk %s: no %d of its shards decode to it (%d tried)", blob.ErrCorrupt, c.ID, k, maxShardCombos)
 	}
 	for _, i := range bad {
 		from := members[c.Shards[i]]
 		n.log.Warn("shard passes its checks but is wrong (forged or rotted); rewriting it", "chunk", c.ID, "index", i, "node", from.ID)
-		h := erasure.Header{K: k, M: m, Index: i, ChunkLen: c.Len, ShardLen: len(good[i]), Chunk: c.ID, Checksum: erasure.Checksum(good[i])}
+		h := shardHeader(codec, c, i, good[i])
 		n.wg.Go(func() { n.writeShard(n.ctx, from, h, good[i]) }) // read repair, best effort
 	}
-	return good, nil
+	return good, plain, nil
 }
+
+// shardHeader is the header of shard i of chunk c with payload p.
+func shardHeader(codec *erasure.Codec, c raftstore.Chunk, i int, p []byte) erasure.Header {
+	return erasure.Header{Format: chunkFormat(c), K: codec.K(), M: codec.M(), Index: i, ChunkLen: c.Len, ShardLen: len(p), Chunk: c.ID, Checksum: erasure.Checksum(p)}
+}
+
+// codecFor returns a codec for k+m: the node's own, or a new one for
+// chunks written under another configuration.
+func (n *Node) codecFor(k, m int) (*erasure.Codec, error) {
+	if k == n.codec.K() && m == n.codec.M() {
+		return n.codec, nil
+	}
+	return erasure.New(k, m)
+}
+
+// chunkBuf returns an empty buffer for a chunk's bytes (pooled: a get
+// holds getPrefetch+1 at once).
+func (n *Node) chunkBuf() []byte { return n.chunkBufs.Get().([]byte) }
 
 // maxShardCombos bounds the k-subsets findGoodShards decodes: every one
 // for 6+3 (84), the first 256 for wider codes.
 const maxShardCombos = 256
 
-// decodesTo reports whether shards (at least k; modified) decode to the
-// bytes chunk c's ID names.
-func (n *Node) decodesTo(shards [][]byte, c raftstore.Chunk) (bool, error) {
-	h := blake3.New()
-	if err := n.codec.Decode(shards, c.Len, h); err != nil {
-		return false, err
+// decodesTo decodes shards (at least k; missing data shards are filled
+// in), appending the chunk to dst, and reports whether it is the chunk c's
+// ID names.
+func decodesTo(codec *erasure.Codec, shards [][]byte, c raftstore.Chunk, dst []byte) ([]byte, bool, error) {
+	plain, err := codec.Decode(shards, c.Len, chunkFormat(c), dst)
+	if err != nil {
+		return dst, false, err
 	}
-	return blob.ID(h.Sum(nil)) == c.ID, nil
+	return plain, blob.Sum(plain[len(dst):]) == c.ID, nil
 }
 
 // findGoodShards looks for k of the fetched shards that decode to chunk
-// c, rebuilds every shard from them, and returns all n plus the indices
-// of fetched shards that differ from what they should be. nil if no
-// subset decodes.
-func (n *Node) findGoodShards(shards [][]byte, c raftstore.Chunk) (good [][]byte, bad []int) {
+// c, rebuilds every shard from them, and returns all n, the chunk
+// appended to dst, and the indices of fetched shards that differ from what
+// they should be. nil if no subset decodes.
+func findGoodShards(codec *erasure.Codec, shards [][]byte, c raftstore.Chunk, dst []byte) (good [][]byte, plain []byte, bad []int) {
 	var have []int
 	for i, p := range shards {
 		if p != nil {
 			have = append(have, i)
 		}
 	}
-	k, tried := n.codec.K(), 0
-	for combo := range combinations(len(have), k) {
+	tried := 0
+	for combo := range combinations(len(have), codec.K()) {
 		if tried++; tried > maxShardCombos {
-			return nil, nil
+			return nil, dst, nil
 		}
 		sub := make([][]byte, len(shards))
 		for _, j := range combo {
 			sub[have[j]] = shards[have[j]]
 		}
-		if ok, err := n.decodesTo(slices.Clone(sub), c); err != nil || !ok {
+		plain, ok, err := decodesTo(codec, slices.Clone(sub), c, dst)
+		if err != nil || !ok {
 			continue
 		}
-		if err := n.codec.Reconstruct(sub); err != nil {
-			return nil, nil
+		if err := codec.Reconstruct(sub); err != nil {
+			return nil, dst, nil
 		}
 		for _, i := range have {
 			if !bytes.Equal(shards[i], sub[i]) {
 				bad = append(bad, i)
 			}
 		}
-		return sub, bad
+		return sub, plain, bad
 	}
-	return nil, nil
+	return nil, dst, nil
 }
 
 // combinations yields the k-subsets of [0, n) in lexicographic order.

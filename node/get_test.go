@@ -40,16 +40,15 @@ func TestFindGoodShards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &Node{codec: codec}
 	data := make([]byte, 1<<20+123)
 	rand.NewChaCha8([32]byte{3}).Read(data)
 	st := codec.NewStripe(len(data))
 	copy(st.Buffer(), data)
 	st.SetLen(len(data))
-	if err := st.Encode(); err != nil {
+	if err := st.Encode(erasure.Dispersed); err != nil {
 		t.Fatal(err)
 	}
-	c := raftstore.Chunk{ID: blob.Sum(data), Len: int64(len(data))}
+	c := raftstore.Chunk{ID: blob.Sum(data), Len: int64(len(data)), Format: uint8(erasure.Dispersed)}
 	honest := make([][]byte, 9)
 	for i := range honest {
 		_, p := st.Shard(c.ID, i)
@@ -66,12 +65,15 @@ func TestFindGoodShards(t *testing.T) {
 		for _, i := range tc.forged {
 			shards[i][10] ^= 0xff
 		}
-		good, bad := n.findGoodShards(shards, c)
+		good, plain, bad := findGoodShards(codec, shards, c, []byte("x"))
 		if (good != nil) != tc.ok {
 			t.Fatalf("forged %v: found a good set = %v", tc.forged, good != nil)
 		}
 		if !tc.ok {
 			continue
+		}
+		if !bytes.Equal(plain, append([]byte("x"), data...)) {
+			t.Errorf("forged %v: decoded chunk differs", tc.forged)
 		}
 		if !slices.Equal(bad, tc.forged) {
 			t.Errorf("forged %v: reported bad %v", tc.forged, bad)
@@ -81,5 +83,22 @@ func TestFindGoodShards(t *testing.T) {
 				t.Errorf("forged %v: shard %d not restored", tc.forged, i)
 			}
 		}
+	}
+}
+
+// TestShardFormatWaitsForEveryMember: chunks are written Dispersed only
+// once every member of the layout reads it (a rolling upgrade's old nodes
+// advertise nothing).
+func TestShardFormatWaitsForEveryMember(t *testing.T) {
+	l := raftstore.Layout{Nodes: []raftstore.Member{{ShardFormat: uint8(erasure.Dispersed)}, {ShardFormat: uint8(erasure.Dispersed)}}}
+	if f := shardFormat(l); f != erasure.Dispersed {
+		t.Fatalf("all members read Dispersed: writing %s", f)
+	}
+	l.Nodes = append(l.Nodes, raftstore.Member{})
+	if f := shardFormat(l); f != erasure.Plain {
+		t.Fatalf("a member of the previous release: writing %s", f)
+	}
+	if f := chunkFormat(raftstore.Chunk{}); f != erasure.Plain {
+		t.Fatalf("a chunk recorded before formats: %s", f)
 	}
 }

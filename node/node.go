@@ -92,6 +92,10 @@ type Config struct {
 	ChunkSize   int   // bytes per chunk (default 4 MiB)
 	MaxBlobSize int64 // largest accepted upload (default 1 TiB)
 	PutParallel int   // chunks in flight per put (default 4)
+	// ShardFormat is the newest shard format this node advertises (default
+	// erasure.Newest); the cluster writes the newest every member reads.
+	// Only benchmarks comparing formats set it.
+	ShardFormat erasure.Format
 
 	// Timings are the node's timeouts and loop periods (default:
 	// WANTimings; LoopbackTimings for clusters on one machine).
@@ -289,6 +293,7 @@ type Node struct {
 	// chunkStripes (of api.MaxChunkSize) serve chunks uploaded on their
 	// own, at most PutParallel at once (chunkSlots).
 	chunkStripes sync.Pool
+	chunkBufs    sync.Pool // []byte for decoded chunks (get.go)
 	chunkSlots   chan struct{}
 	repair       repairState
 	metrics      *metrics
@@ -334,6 +339,7 @@ func Start(cfg Config) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.stripes.New = func() any { return codec.NewStripe(cfg.ChunkSize) }
 	n.chunkStripes.New = func() any { return codec.NewStripe(api.MaxChunkSize) }
+	n.chunkBufs.New = func() any { return make([]byte, 0, cfg.ChunkSize) } // grows for larger uploaded chunks
 	n.chunkSlots = make(chan struct{}, cfg.PutParallel)
 	local, err := disk.Open(filepath.Join(cfg.Dir, "shards"))
 	if err != nil {
@@ -379,6 +385,9 @@ func Start(cfg Config) (*Node, error) {
 		Node: placement.Node{ID: cfg.ID, Region: cfg.Region, Zone: cfg.Zone, Weight: cfg.Weight},
 		API:  scheme + ln.Addr().String(),
 		Raft: n.meta.Addr(),
+		// The newest shard format this release reads: once every member
+		// advertises it, chunks are written in it (shardFormat).
+		ShardFormat: uint8(cmp.Or(cfg.ShardFormat, erasure.Newest)),
 	}
 	if cfg.GossipPort == 0 {
 		// memberlist picks the port at Create, but the port is part of the

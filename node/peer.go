@@ -50,12 +50,17 @@ func (n *Node) writeShard(ctx context.Context, m raftstore.Member, h erasure.Hea
 	return err
 }
 
-// readShard fetches and verifies a shard from node m.
-func (n *Node) readShard(ctx context.Context, m raftstore.Member, chunk blob.ID, index int) ([]byte, error) {
+// readShard fetches and verifies shard index of chunk c from node m. A
+// shard whose header disagrees with the chunk's record (its format or
+// length) is corrupt: decoding it would yield garbage.
+func (n *Node) readShard(ctx context.Context, m raftstore.Member, c raftstore.Chunk, index int) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.Timings.ShardTimeout)
 	defer cancel()
 	start := time.Now()
-	_, p, err := storage.Read(ctx, n.store(m), storage.Ref{Chunk: chunk, Index: index})
+	h, p, err := storage.Read(ctx, n.store(m), storage.Ref{Chunk: c.ID, Index: index})
+	if err == nil && (h.Format != chunkFormat(c) || h.ChunkLen != c.Len) {
+		p, err = nil, fmt.Errorf("%w: shard %s/%d is %s of %d bytes, the record says %s of %d", blob.ErrCorrupt, c.ID, index, h.Format, h.ChunkLen, chunkFormat(c), c.Len)
+	}
 	n.answered(m.ID, err)
 	if m.ID != n.cfg.ID {
 		n.metrics.shardDone("read", m.ID, start, err)

@@ -92,8 +92,7 @@ func (n *Node) StoreStream(ctx context.Context, r io.Reader) (*raftstore.Blob, e
 			g.Go(func() (err error) {
 				defer release()
 				c.ID = blob.Sum(st.Data())
-				c.Shards, c.Reused, err = n.writeChunk(gctx, layout, st, c.ID)
-				return err
+				return n.writeChunk(gctx, layout, st, c)
 			})
 			if err != nil {
 				return err
@@ -115,18 +114,24 @@ func (n *Node) StoreStream(ctx context.Context, r io.Reader) (*raftstore.Blob, e
 	return &rec, nil
 }
 
-// writeChunk encodes the stripe and makes all k+m shards durable, each on
-// its placed node. A node that fails is replaced by the next best live one
-// (placement.Fill), so a put succeeds while any region is down. It returns
-// the node of each shard, and whether the chunk was already stored (then
-// nothing is written, and the commit checks it is still referenced).
-func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *erasure.Stripe, id blob.ID) ([]blob.NodeID, bool, error) {
-	if c, err := n.meta.Chunk(id); err == nil && len(c.Shards) == n.codec.N() {
-		return c.Shards, true, nil // content already stored (chunks are content-addressed)
+// writeChunk encodes the stripe holding chunk c (c.ID and c.Len set) in
+// the cluster's shard format and makes all k+m shards durable, each on its
+// placed node. A node that fails is replaced by the next best live one
+// (placement.Fill), so a put succeeds while any region is down. It sets
+// c's format and the node of each shard, and marks c Reused if it was
+// already stored (then nothing is written, and the commit checks it is
+// still referenced).
+func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *erasure.Stripe, c *raftstore.Chunk) error {
+	if have, err := n.meta.Chunk(c.ID); err == nil && len(have.Shards) == n.codec.N() {
+		c.Shards, c.Format, c.Reused = have.Shards, have.Format, true // content already stored (chunks are content-addressed)
+		return nil
 	}
-	if err := st.Encode(); err != nil {
-		return nil, false, err
+	format := shardFormat(layout)
+	if err := st.Encode(format); err != nil {
+		return err
 	}
+	c.Format = uint8(format)
+	id := c.ID
 	candidates := n.liveNodes(layout)
 	assign := make([]blob.NodeID, n.codec.N())
 	done := make([]bool, n.codec.N())
@@ -136,14 +141,15 @@ func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *eras
 			break
 		}
 		if err := n.policy.Fill(placementNodes(candidates), id, assign); err != nil {
-			return nil, false, err
+			return err
 		}
 		failed := n.writeShards(ctx, candidates, st, id, assign, done)
 		if len(failed) == 0 {
-			return assign, false, nil
+			c.Shards = assign
+			return nil
 		}
 		if ctx.Err() != nil {
-			return nil, false, ctx.Err()
+			return ctx.Err()
 		}
 		for node, err := range failed {
 			lastErr = err
@@ -161,9 +167,9 @@ func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *eras
 		lastErr = errors.New("no live nodes")
 	}
 	if errors.Is(lastErr, blob.ErrNoSpace) {
-		return nil, false, fmt.Errorf("chunk %s: %w", id, lastErr)
+		return fmt.Errorf("chunk %s: %w", id, lastErr)
 	}
-	return nil, false, fmt.Errorf("%w: chunk %s: could not store all %d shards: %v", blob.ErrUnavailable, id, n.codec.N(), lastErr)
+	return fmt.Errorf("%w: chunk %s: could not store all %d shards: %v", blob.ErrUnavailable, id, n.codec.N(), lastErr)
 }
 
 // writeShards writes, in parallel, the shards whose slots are not done,

@@ -154,7 +154,7 @@ func (n *Node) move(ctx context.Context, layout raftstore.Layout, p planned, lim
 		}
 		var payload []byte
 		if from, ok := n.member(c.Shards[i], layout); ok && n.gossip.state(from.ID) != api.StateDead {
-			payload, _ = n.readShard(ctx, from, c.ID, i) // unreachable or corrupt: rebuild below
+			payload, _ = n.readShard(ctx, from, c, i) // unreachable or corrupt: rebuild below
 		}
 		if payload == nil {
 			if rebuilt == nil {
@@ -172,8 +172,7 @@ func (n *Node) move(ctx context.Context, layout raftstore.Layout, p planned, lim
 		if err := limiter.WaitN(ctx, min(len(payload), limiter.Burst())); err != nil {
 			return written, err
 		}
-		h := erasure.Header{K: p.k, M: p.m, Index: i, ChunkLen: c.Len, ShardLen: len(payload), Chunk: c.ID, Checksum: erasure.Checksum(payload)}
-		if err := n.writeShard(ctx, dst, h, payload); err != nil {
+		if err := n.writeShard(ctx, dst, erasure.Header{Format: chunkFormat(c), K: p.k, M: p.m, Index: i, ChunkLen: c.Len, ShardLen: len(payload), Chunk: c.ID, Checksum: erasure.Checksum(payload)}, payload); err != nil {
 			return written, err
 		}
 		written += int64(len(payload))
@@ -190,15 +189,14 @@ func (n *Node) move(ctx context.Context, layout raftstore.Layout, p planned, lim
 
 // rebuildChunk gathers k verified shards of c and reconstructs all k+m.
 func (n *Node) rebuildChunk(ctx context.Context, k, m int, c raftstore.Chunk) ([][]byte, error) {
-	shards, err := n.fetchChunk(ctx, k, m, c)
+	codec, err := n.codecFor(k, m)
 	if err != nil {
 		return nil, err
 	}
-	codec := n.codec
-	if k != codec.K() || m != codec.M() {
-		if codec, err = erasure.New(k, m); err != nil {
-			return nil, err
-		}
+	shards, plain, err := n.fetchChunk(ctx, codec, c, n.chunkBuf())
+	n.chunkBufs.Put(plain[:0])
+	if err != nil {
+		return nil, err
 	}
 	if err := codec.Reconstruct(shards); err != nil {
 		return nil, err

@@ -60,7 +60,7 @@ func (n *Node) scrub(ctx context.Context, limiter *rate.Limiter, orphans map[sto
 		if ctx.Err() != nil {
 			return
 		}
-		limiter.WaitN(ctx, min(int(erasure.ShardSize(h.chunk.Len, h.k)), limiter.Burst()))
+		limiter.WaitN(ctx, min(int(erasure.ShardSize(chunkFormat(h.chunk).PackageLen(h.chunk.Len), h.k)), limiter.Burst()))
 		_, _, err := storage.Read(ctx, n.shards, storage.Ref{Chunk: h.chunk.ID, Index: h.index})
 		if err == nil || !(errors.Is(err, blob.ErrNotFound) || errors.Is(err, blob.ErrCorrupt)) {
 			continue
@@ -72,7 +72,7 @@ func (n *Node) scrub(ctx context.Context, limiter *rate.Limiter, orphans map[sto
 			continue
 		}
 		p := shards[h.index]
-		hdr := erasure.Header{K: h.k, M: h.m, Index: h.index, ChunkLen: h.chunk.Len, ShardLen: len(p), Chunk: h.chunk.ID, Checksum: erasure.Checksum(p)}
+		hdr := erasure.Header{Format: chunkFormat(h.chunk), K: h.k, M: h.m, Index: h.index, ChunkLen: h.chunk.Len, ShardLen: len(p), Chunk: h.chunk.ID, Checksum: erasure.Checksum(p)}
 		if err := n.writeShard(ctx, n.self, hdr, p); err != nil {
 			n.log.Error("scrub: cannot write rebuilt shard", "chunk", h.chunk.ID, "index", h.index, "err", err)
 			continue

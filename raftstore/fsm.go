@@ -266,7 +266,7 @@ func addRefs(txn *badger.Txn, cs []Chunk, k, m int) error {
 			if len(c.Shards) != k+m {
 				return fmt.Errorf("raftstore: chunk %s has %d shard locations, want %d", c.ID, len(c.Shards), k+m)
 			}
-			cr = chunkRecord{Len: c.Len, K: k, M: m, Shards: c.Shards}
+			cr = chunkRecord{Len: c.Len, K: k, M: m, Shards: c.Shards, Format: c.Format}
 		case err != nil:
 			return err
 		}
@@ -321,7 +321,7 @@ func applyStageChunk(txn *badger.Txn, sc StagedChunk) error {
 		if len(sc.Shards) != sc.K+sc.M || sc.K <= 0 {
 			return fmt.Errorf("raftstore: staged chunk %s has %d shard locations for %d+%d", sc.ID, len(sc.Shards), sc.K, sc.M)
 		}
-		cr = chunkRecord{Len: sc.Len, K: sc.K, M: sc.M, Shards: sc.Shards}
+		cr = chunkRecord{Len: sc.Len, K: sc.K, M: sc.M, Shards: sc.Shards, Format: sc.Format}
 	case err != nil:
 		return err
 	case cr.Refs > 0:

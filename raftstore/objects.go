@@ -340,7 +340,7 @@ func fillShards(txn *badger.Txn, cs []Chunk) error {
 		if err := getJSON(txn, chunkKey(c.ID), &cr); err != nil {
 			return fmt.Errorf("raftstore: chunk %s: %w", c.ID, err)
 		}
-		cs[i].Shards = cr.Shards
+		cs[i].Shards, cs[i].Format = cr.Shards, cr.Format
 	}
 	return nil
 }

@@ -27,6 +27,9 @@ type Chunk struct {
 	ID     blob.ID       `json:"id"`
 	Len    int64         `json:"len"`
 	Shards []blob.NodeID `json:"shards,omitempty"`
+	// Format is the shard format (erasure.Format) its shards were coded
+	// in; 0 means 1 (Plain), what chunks written before formats existed use.
+	Format uint8 `json:"format,omitempty"`
 	// Reused marks a chunk a put did not write because it was already
 	// stored: the commit must find it still referenced, since its shards
 	// may be reclaimed once no blob holds it.
@@ -58,6 +61,9 @@ type Member struct {
 	Raft   string `json:"raft"`   // host:port of the node's raft transport
 	Gossip string `json:"gossip"` // host:port of the node's gossip
 	State  string `json:"state,omitempty"`
+	// ShardFormat is the newest shard format (erasure.Format) the node's
+	// release reads; a cluster writes a format once every member reads it.
+	ShardFormat uint8 `json:"shard_format,omitempty"`
 }
 
 // Layout is the replicated cluster layout. Version grows with every change.
@@ -110,6 +116,7 @@ type chunkRecord struct {
 	Shards []blob.NodeID `json:"shards"`
 	Refs   int           `json:"refs"`
 	Staged int64         `json:"staged,omitempty"`
+	Format uint8         `json:"format,omitempty"`
 }
 
 // StagedChunk is a chunk stored ahead of the blob that will reference it

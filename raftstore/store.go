@@ -382,14 +382,14 @@ func (s *Store) Blob(id blob.ID) (*Blob, error) {
 func (s *Store) Chunk(id blob.ID) (Chunk, error) {
 	var cr chunkRecord
 	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, chunkKey(id), &cr) })
-	return Chunk{ID: id, Len: cr.Len, Shards: cr.Shards}, err
+	return Chunk{ID: id, Len: cr.Len, Shards: cr.Shards, Format: cr.Format}, err
 }
 
 // Chunks calls fn for every committed chunk, in ID order, from the local
 // replica, stopping early if fn returns false.
 func (s *Store) Chunks(fn func(Chunk, int, int) bool) error {
 	return s.scanChunks(func(id blob.ID, cr chunkRecord) bool {
-		return fn(Chunk{ID: id, Len: cr.Len, Shards: cr.Shards}, cr.K, cr.M)
+		return fn(Chunk{ID: id, Len: cr.Len, Shards: cr.Shards, Format: cr.Format}, cr.K, cr.M)
 	})
 }
 

@@ -15,19 +15,26 @@ import (
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
+	"github.com/atollstore/atoll/erasure"
 )
 
 // Benchmarks of the whole data path through a 3x3 cluster with the
 // default 4 MiB chunks, all nodes in this process on loopback. Every put
 // stores new bytes (each chunk is stamped with the iteration), so no chunk
 // is deduplicated. ATOLL_BENCH_PLAINTEXT=1 runs them without TLS (the
-// "before" of the mTLS comparison in BENCHMARKS.md).
+// "before" of the mTLS comparison in BENCHMARKS.md);
+// ATOLL_BENCH_SHARDS=plain writes Plain shards instead of Dispersed ones
+// (the "before" of the dispersal comparison).
 
 var benchSizes = []int{1 << 20, 64 << 20}
 
 func benchCluster(b *testing.B) (*Cluster, *client.Client) {
 	b.Helper()
-	c, err := Start(context.Background(), Options{Plaintext: os.Getenv("ATOLL_BENCH_PLAINTEXT") == "1"})
+	opts := Options{Plaintext: os.Getenv("ATOLL_BENCH_PLAINTEXT") == "1"}
+	if os.Getenv("ATOLL_BENCH_SHARDS") == "plain" {
+		opts.ShardFormat = erasure.Plain
+	}
+	c, err := Start(context.Background(), opts)
 	if err != nil {
 		b.Fatal(err)
 	}

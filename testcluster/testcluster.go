@@ -29,6 +29,7 @@ import (
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/node"
 	"github.com/atollstore/atoll/pki"
 	"github.com/atollstore/atoll/s3"
@@ -58,8 +59,10 @@ type Options struct {
 	// endpoint open (the "before" of the mTLS benchmarks). By default the
 	// cluster has its own CA, every node a certificate, and gossip a key.
 	Plaintext bool
-	Logger    *slog.Logger // default: discard
-	LogOutput io.Writer    // raft/memberlist logs; default: discard
+	// ShardFormat: see node.Config (benchmarks comparing formats).
+	ShardFormat erasure.Format
+	Logger      *slog.Logger // default: discard
+	LogOutput   io.Writer    // raft/memberlist logs; default: discard
 }
 
 // RegionNames are the names given to regions, in order.
@@ -174,6 +177,7 @@ func (c *Cluster) start(m *Member) error {
 	cfg.Join, cfg.BootstrapExpect = seeds, len(c.members)
 	cfg.DeadAfter, cfg.ScrubInterval, cfg.OrphanGrace = c.opts.DeadAfter, c.opts.ScrubInterval, c.opts.OrphanGrace
 	cfg.K = cmp.Or(c.opts.K, cfg.K)
+	cfg.ShardFormat = c.opts.ShardFormat
 	cfg.M = cmp.Or(c.opts.M, cfg.M)
 	cfg.ChunkSize = cmp.Or(c.opts.ChunkSize, cfg.ChunkSize)
 	cfg.MaxBlobSize = cmp.Or(c.opts.MaxBlobSize, cfg.MaxBlobSize)

@@ -48,7 +48,7 @@ func MakeShards(t testing.TB, seed byte, size, k, m int) []Shard {
 	if _, err := st.Fill(bytes.NewReader(data), size); err != nil && err != io.EOF {
 		t.Fatal(err)
 	}
-	if err := st.Encode(); err != nil {
+	if err := st.Encode(erasure.Dispersed); err != nil {
 		t.Fatal(err)
 	}
 	id := blob.Sum(data)

@@ -1,0 +1,130 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/erasure"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// secretText is structured, guessable text: any slice of it stored as it
+// is would be found by a 32-byte window search.
+func secretText(tag string, n int) []byte {
+	var b []byte
+	for i := 0; len(b) < n; i++ {
+		b = append(b, fmt.Sprintf("%s line %06d: the meeting moves to the safe house at dawn\n", tag, i)...)
+	}
+	return b[:n]
+}
+
+// TestSeizedRegionLearnsNothing seizes every disk of one region (the
+// nodes stopped, their directories read offline) after blobs were stored
+// by every write path: no 32-byte window of any stored plaintext is on
+// them, the region holds at most m shards of each chunk (too few to
+// decode), and the other regions still return every blob byte-exact.
+func TestSeizedRegionLearnsNothing(t *testing.T) {
+	c := start(t, Options{})
+	ctx := context.Background()
+	key, err := c.CreateAccessKey(ctx, api.KeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[blob.ID][]byte{}
+	streamed := secretText("streamed", 5*chunk+77)
+	id, err := c.Client().Put(ctx, bytes.NewReader(streamed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored[id] = streamed
+	uploaded := secretText("uploaded", 3<<20) // client-side chunking: chunks staged, then a manifest
+	stored[upload(t, c.Client(), uploaded, nil).ID] = uploaded
+	object := secretText("s3 object", 2*chunk+5)
+	s3c := awsClient(c, c.S3URLs()[0], key)
+	bucket, name := "seized", "plans.txt"
+	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &bucket}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: &name, Body: bytes.NewReader(object)}); err != nil {
+		t.Fatal(err)
+	}
+
+	windows := map[string]bool{}
+	for _, p := range [][]byte{streamed, uploaded, object} {
+		for i := 0; i+32 <= len(p); i++ {
+			windows[string(p[i:i+32])] = true
+		}
+	}
+	seized := c.Regions()[0]
+	if err := c.KillRegion(seized); err != nil {
+		t.Fatal(err)
+	}
+	held := map[blob.ID][]erasure.Header{} // chunk → the seized region's shards of it
+	files := 0
+	for _, m := range c.Members() {
+		if m.Region != seized {
+			continue
+		}
+		err := filepath.WalkDir(m.Dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			files++
+			for i := 0; i+32 <= len(b); i++ {
+				if windows[string(b[i:i+32])] {
+					return fmt.Errorf("%s holds plaintext at offset %d: %q", path, i, b[i:i+32])
+				}
+			}
+			if h, err := erasure.ParseHeader(b); err == nil && strings.Contains(path, "shards") {
+				held[h.Chunk] = append(held[h.Chunk], h)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(held) == 0 {
+		t.Fatalf("read %d files and found no shard: the test looks in the wrong place", files)
+	}
+	codec, _ := erasure.New(6, 3)
+	for chunk, hs := range held {
+		if len(hs) > 3 {
+			t.Errorf("the seized region holds %d shards of chunk %s, more than m", len(hs), chunk)
+		}
+		for _, h := range hs {
+			if h.Format != erasure.Dispersed {
+				t.Errorf("chunk %s shard %d is %s", chunk, h.Index, h.Format)
+			}
+		}
+		shards := make([][]byte, 9)
+		for _, h := range hs {
+			shards[h.Index] = make([]byte, h.ShardLen)
+		}
+		if _, err := codec.Decode(shards, hs[0].ChunkLen, erasure.Dispersed, nil); !errors.Is(err, erasure.ErrTooFewShards) {
+			t.Errorf("chunk %s: decoding the seized shards: %v, want too few shards", chunk, err)
+		}
+	}
+	t.Logf("seized region %s: %d files, shards of %d chunks, no plaintext window", seized, files, len(held))
+
+	for id, want := range stored {
+		mustRead(t, c.Client(), id, want) // the running nodes: the other regions
+	}
+	s3c = awsClient(c, c.S3URLs()[0], key)
+	if got, _ := getObject(t, s3c, bucket, name); !bytes.Equal(got, object) {
+		t.Fatal("the S3 object differs after the seizure")
+	}
+}
