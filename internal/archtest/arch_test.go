@@ -33,7 +33,7 @@ var allowed = map[string][]string{
 	"client":              {"blob", "api", "pki", "internal/ctxio"},
 	"node":                {"blob", "erasure", "placement", "raftstore", "api", "pki", "storage", "storage/disk", "storage/remote", "internal/atomicfile"},
 	"s3":                  {"blob", "api", "node", "raftstore"},
-	"testcluster":         {"blob", "api", "client", "node", "pki", "s3", "storage", "storage/faulty"},
+	"testcluster":         {"blob", "api", "client", "erasure", "node", "pki", "s3", "storage", "storage/faulty"},
 	"cmd/atoll":           {"blob", "api", "client", "node", "pki", "s3", "testcluster", "internal/atomicfile"},
 	"cmd/s3bench":         {},
 	"internal/archtest":   {},
