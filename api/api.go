@@ -199,3 +199,23 @@ type KeyRequest struct {
 	Scopes  []string `json:"scopes,omitempty"`
 	Buckets []string `json:"buckets,omitempty"`
 }
+
+// LinkRequest creates a share link (POST /v1/links). The client makes the
+// ID (random, package e2e) and seals the envelope; the cluster keeps both.
+type LinkRequest struct {
+	ID      string    `json:"id"`
+	Blob    blob.ID   `json:"blob"`
+	Sealed  []byte    `json:"sealed"`            // base64 in JSON
+	Expires time.Time `json:"expires,omitzero"` // zero: never
+}
+
+// Link is a share link's record as anyone holding the link reads it (GET
+// /v1/links/{id}, no credentials): the blob's content is at
+// /v1/links/{id}/content.
+type Link struct {
+	ID      string    `json:"id"`
+	Blob    blob.ID   `json:"blob"`
+	Size    int64     `json:"size"` // of the (sealed) blob
+	Sealed  []byte    `json:"sealed"`
+	Expires time.Time `json:"expires,omitzero"`
+}

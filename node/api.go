@@ -62,6 +62,11 @@ func (n *Node) routes() http.Handler {
 	mux.Handle("POST /v1/chunks/have", n.data(write, n.handleHave))
 	mux.Handle("PUT /v1/chunks/{id}", n.data(write, n.handleChunkPut))
 	mux.Handle("POST /v1/manifests", n.data(write, n.handleManifest))
+	mux.Handle("POST /v1/links", n.data(write, n.handleCreateLink))
+	mux.HandleFunc("GET /v1/links/{id}", n.handleGetLink)             // the link ID is the capability
+	mux.HandleFunc("GET /v1/links/{id}/content", n.handleLinkContent) // ditto; sealed bytes
+	mux.HandleFunc("HEAD /v1/links/{id}/content", n.handleLinkContent)
+	mux.Handle("DELETE /v1/links/{id}", n.data(del, n.handleDeleteLink))
 	mux.Handle("POST /v1/keys", n.adminOnly(n.handleCreateKey))
 	mux.Handle("GET /v1/keys", n.adminOnly(n.handleListKeys))
 	mux.Handle("DELETE /v1/keys/{id}", n.adminOnly(n.handleDeleteKey))
@@ -164,10 +169,13 @@ func (n *Node) blobFromPath(w http.ResponseWriter, r *http.Request) *raftstore.B
 }
 
 func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
-	b := n.blobFromPath(w, r)
-	if b == nil {
-		return
+	if b := n.blobFromPath(w, r); b != nil {
+		n.serveBlob(w, r, b)
 	}
+}
+
+// serveBlob answers a GET or HEAD of blob b, with Range and ETag.
+func (n *Node) serveBlob(w http.ResponseWriter, r *http.Request, b *raftstore.Blob) {
 	etag := `"` + b.ID.String() + `"`
 	h := w.Header()
 	h.Set("ETag", etag)

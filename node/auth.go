@@ -82,7 +82,7 @@ func (n *Node) data(scope string, h http.HandlerFunc) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id, ok := pki.PeerOf(r.TLS); ok && id.Role == pki.RoleClient {
-			h(w, r)
+			h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{Name: "client:" + id.Name, Operator: true})))
 			return
 		}
 		k, err := n.bearer(r)
@@ -93,8 +93,26 @@ func (n *Node) data(scope string, h http.HandlerFunc) http.Handler {
 			writeError(w, err)
 			return
 		}
-		h(w, r)
+		h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{Name: "key:" + k.AccessKey})))
 	})
+}
+
+// caller is who a data request acts for: an operator's certificate or an
+// access key. Without credentials (Config.Creds nil) there is none, and
+// everyone is an operator.
+type caller struct {
+	Name     string // "client:NAME" or "key:ACCESS_KEY"
+	Operator bool
+}
+
+type callerKey struct{}
+
+func callerOf(r *http.Request) caller {
+	c, ok := r.Context().Value(callerKey{}).(caller)
+	if !ok {
+		return caller{Operator: true}
+	}
+	return c
 }
 
 // bearer authenticates the access key a request carries.

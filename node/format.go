@@ -73,6 +73,17 @@ func shardFormat(l raftstore.Layout) erasure.Format {
 	return f
 }
 
+// everyMemberApplies reports whether every member of l applies commands of
+// version v (raftstore.CommandVersion).
+func everyMemberApplies(l raftstore.Layout, v int) bool {
+	for _, m := range l.Nodes {
+		if max(1, m.Commands) < v {
+			return false
+		}
+	}
+	return true
+}
+
 // chunkFormat is the format chunk c's shards were coded in.
 func chunkFormat(c raftstore.Chunk) erasure.Format {
 	return max(erasure.Plain, erasure.Format(c.Format))

@@ -388,6 +388,7 @@ func Start(cfg Config) (*Node, error) {
 		// The newest shard format this release reads: once every member
 		// advertises it, chunks are written in it (shardFormat).
 		ShardFormat: uint8(cmp.Or(cfg.ShardFormat, erasure.Newest)),
+		Commands:    raftstore.CommandVersion,
 	}
 	if cfg.GossipPort == 0 {
 		// memberlist picks the port at Create, but the port is part of the

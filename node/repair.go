@@ -67,13 +67,17 @@ func (r *repairState) update(fn func(*api.RepairStatus)) {
 }
 
 // repairPass returns the repair worker's pass (leader only): a
-// reconciliation pass, then dropping abandoned staged chunks.
+// reconciliation pass, then dropping abandoned staged chunks and purging
+// dead links.
 func (n *Node) repairPass() func(context.Context) error {
 	limiter := rate.NewLimiter(rate.Limit(n.cfg.RepairBandwidth), 16<<20)
 	return func(ctx context.Context) error {
 		err := n.reconcile(ctx, limiter) // NB: a failed reconcile does not skip the drop, as before
 		if derr := n.dropAbandoned(ctx); derr != nil {
 			err = errors.Join(err, fmt.Errorf("dropping abandoned chunks: %w", derr))
+		}
+		if perr := n.purgeLinks(ctx); perr != nil {
+			err = errors.Join(err, fmt.Errorf("purging links: %w", perr))
 		}
 		return err
 	}

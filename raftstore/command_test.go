@@ -80,7 +80,7 @@ func TestUnapplicableEntriesAreRejected(t *testing.T) {
 		{"wrong types", []byte(`{"delete_blob": 42}`), "undecodable"},
 		{"empty", []byte(`{}`), "0 operations"},
 		{"two operations", encode(two), "2 operations"},
-		{"newer version", encode(newer), "version 2"},
+		{"newer version", encode(newer), fmt.Sprintf("version %d", CommandVersion+1)},
 	}
 	for i, c := range cases {
 		res, _ := f.Apply(&raft.Log{Type: raft.LogCommand, Index: uint64(i + 1), Data: c.data}).(applyResult)

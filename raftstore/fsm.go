@@ -211,6 +211,12 @@ func apply(txn *badger.Txn, c Command) applyResult {
 		return applyResult{Err: applyCompleteUpload(txn, *c.CompleteUpload)}
 	case c.AbortUpload != nil:
 		return applyResult{Err: applyAbortUpload(txn, *c.AbortUpload)}
+	case c.PutLink != nil:
+		return applyResult{Err: applyPutLink(txn, *c.PutLink)}
+	case c.DeleteLink != nil:
+		return applyResult{Err: applyDeleteLink(txn, *c.DeleteLink)}
+	case c.DropLinks != nil:
+		return applyResult{Err: applyDropLinks(txn, *c.DropLinks)}
 	}
 	return applyResult{Err: errUnknownCommand}
 }

@@ -24,6 +24,7 @@ type Reader interface {
 	Upload(r UploadRef) (Upload, error)
 	Uploads(bucket, prefix string) ([]Upload, error)
 	Parts(r UploadRef) ([]Part, error)
+	Link(id string) (Link, error)
 }
 
 var _ Reader = (*Store)(nil)

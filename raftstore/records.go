@@ -64,6 +64,9 @@ type Member struct {
 	// ShardFormat is the newest shard format (erasure.Format) the node's
 	// release reads; a cluster writes a format once every member reads it.
 	ShardFormat uint8 `json:"shard_format,omitempty"`
+	// Commands is the newest command version the node's release applies
+	// (CommandVersion; 0 means 1).
+	Commands int `json:"commands,omitempty"`
 }
 
 // Layout is the replicated cluster layout. Version grows with every change.
@@ -152,16 +155,27 @@ type ShardMove struct {
 	To    []blob.NodeID `json:"to"`
 }
 
-// CommandVersion is the format version of the commands this build
-// proposes. A replica refuses (deterministically, as a rejected command)
-// a command of a newer version than it knows.
-const CommandVersion = 1
+// CommandVersion is the newest command version this build applies. A
+// command is stamped with the version of its operation (Command.Version),
+// and a replica refuses (deterministically, as a rejected command) one
+// newer than it knows. Version 2 added share links. A node proposes an
+// operation of a new version only once every member of the layout applies
+// it (Member.Commands), or replicas of two releases would diverge.
+const CommandVersion = 2
+
+// Version is the command version c's operation needs.
+func (c Command) Version() int {
+	if c.PutLink != nil || c.DeleteLink != nil || c.DropLinks != nil {
+		return 2
+	}
+	return 1
+}
 
 // Command is one raft log entry: a version marker and exactly one
 // operation. Build commands with the XCommand constructors; Store.Apply
 // stamps the version.
 type Command struct {
-	V int `json:"v,omitempty"` // CommandVersion of the proposer; 0 (entries older than the marker) is 1
+	V int `json:"v,omitempty"` // the operation's Version, stamped by Apply; 0 (entries older than the marker) is 1
 
 	PutBlob      *Blob        `json:"put_blob,omitempty"`
 	DeleteBlob   *blob.ID     `json:"delete_blob,omitempty"`
@@ -184,6 +198,10 @@ type Command struct {
 	PutPart        *putPart        `json:"put_part,omitempty"`
 	CompleteUpload *CompleteUpload `json:"complete_upload,omitempty"`
 	AbortUpload    *UploadRef      `json:"abort_upload,omitempty"`
+
+	PutLink    *Link      `json:"put_link,omitempty"`
+	DeleteLink *string    `json:"delete_link,omitempty"`
+	DropLinks  *DropLinks `json:"drop_links,omitempty"`
 }
 
 // Bounds on one command, checked before it is proposed, so that it applies

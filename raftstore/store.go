@@ -305,12 +305,12 @@ func (s *Store) Close() error {
 // Apply replicates c through raft and returns its result once this
 // leader has applied it; only the leader may call it (ErrNotLeader).
 // Commands arriving from other nodes come here too: the leader decodes
-// them and proposes them again, stamped with its CommandVersion.
+// them and proposes them again, stamped with their operation's Version.
 func (s *Store) Apply(ctx context.Context, c Command) (Result, error) {
 	if !s.IsLeader() {
 		return Result{}, ErrNotLeader
 	}
-	c.V = CommandVersion
+	c.V = c.Version()
 	if n := c.chunks(); n > MaxChunksPerCommand {
 		return Result{}, fmt.Errorf("%w: a command with %d chunks; the limit is %d", blob.ErrTooLarge, n, MaxChunksPerCommand)
 	}

@@ -17,6 +17,7 @@ const mod = "github.com/atollstore/atoll/"
 // Packages named *test are test helpers: only tests import them.
 var allowed = map[string][]string{
 	"blob":                {},
+	"e2e":                 {},
 	"erasure":             {"blob"},
 	"placement":           {"blob"},
 	"api":                 {"blob"},
@@ -31,7 +32,7 @@ var allowed = map[string][]string{
 	"storage/storagetest": {"blob", "erasure", "storage"},
 	"raftstore":           {"blob", "placement"},
 	"client":              {"blob", "api", "pki", "internal/ctxio"},
-	"node":                {"blob", "erasure", "placement", "raftstore", "api", "pki", "storage", "storage/disk", "storage/remote", "internal/atomicfile"},
+	"node":                {"blob", "e2e", "erasure", "placement", "raftstore", "api", "pki", "storage", "storage/disk", "storage/remote", "internal/atomicfile"},
 	"s3":                  {"blob", "api", "node", "raftstore"},
 	"testcluster":         {"blob", "api", "client", "erasure", "node", "pki", "s3", "storage", "storage/faulty"},
 	"cmd/atoll":           {"blob", "api", "client", "node", "pki", "s3", "testcluster", "internal/atomicfile"},

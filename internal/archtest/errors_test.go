@@ -14,6 +14,7 @@ import (
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
+	"github.com/atollstore/atoll/e2e"
 	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/node"
 	"github.com/atollstore/atoll/raftstore"
@@ -50,9 +51,10 @@ var sentinels = map[string]error{
 	"faulty.ErrIO":            faulty.ErrIO,            // an injected EIO, "internal" like a real one
 	"client.ErrNoNodes":       client.ErrNoNodes,       // the client's own verdict
 	"erasure.ErrTooFewShards": erasure.ErrTooFewShards, // node turns it into ErrUnavailable first
+	"e2e.ErrTampered":         e2e.ErrTampered,         // found by the client, which alone holds keys
 }
 
-var local = []string{"client.ErrNoNodes", "erasure.ErrTooFewShards", "faulty.ErrIO", "faulty.ErrNoSpace"}
+var local = []string{"client.ErrNoNodes", "erasure.ErrTooFewShards", "faulty.ErrIO", "faulty.ErrNoSpace", "e2e.ErrTampered"}
 
 // declaredSentinels parses the production sources for exported
 // package-level vars named Err*.
