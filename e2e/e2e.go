@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Key is a 256-bit key: a file key, a link key or a domain key.
@@ -137,20 +138,22 @@ func nonce(i int64, final bool) []byte {
 
 // Sealer gives random access to the sealed form of size plaintext bytes
 // read from src: the same bytes at every read, so an upload can re-read a
-// chunk (to resend it, or to resume) and get what it hashed.
+// chunk (to resend it, or to resume) and get what it hashed. Like any
+// io.ReaderAt it may be read from several goroutines at once.
 type Sealer struct {
 	src  io.ReaderAt
 	size int64
 	aead cipher.AEAD
-	// the last segment sealed, for sequential reads in small pieces
-	cached int64
-	seg    []byte
-	plain  []byte
+	bufs sync.Pool // *segmentBuf
 }
+
+type segmentBuf struct{ plain, sealed []byte }
 
 // NewSealer seals size bytes of src under key.
 func NewSealer(src io.ReaderAt, size int64, key Key) *Sealer {
-	return &Sealer{src: src, size: size, aead: newGCM(key), cached: -1, plain: make([]byte, SegmentSize)}
+	s := &Sealer{src: src, size: size, aead: newGCM(key)}
+	s.bufs.New = func() any { return &segmentBuf{plain: make([]byte, SegmentSize), sealed: make([]byte, 0, sealedSegment)} }
+	return s
 }
 
 // Size is the size of the sealed form.
@@ -162,6 +165,8 @@ func (s *Sealer) ReadAt(p []byte, off int64) (int, error) {
 		return 0, errors.New("e2e: negative offset")
 	}
 	n := 0
+	buf := s.bufs.Get().(*segmentBuf)
+	defer s.bufs.Put(buf)
 	for len(p) > 0 && off < s.Size() {
 		var src []byte
 		var at int64
@@ -169,7 +174,7 @@ func (s *Sealer) ReadAt(p []byte, off int64) (int, error) {
 			src, at = header[:], off
 		} else {
 			i := (off - HeaderSize) / sealedSegment
-			seg, err := s.segment(i)
+			seg, err := s.segment(i, buf)
 			if err != nil {
 				return n, err
 			}
@@ -184,12 +189,9 @@ func (s *Sealer) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-func (s *Sealer) segment(i int64) ([]byte, error) {
-	if i == s.cached {
-		return s.seg, nil
-	}
+func (s *Sealer) segment(i int64, buf *segmentBuf) ([]byte, error) {
 	from := i * SegmentSize
-	plain := s.plain[:min(SegmentSize, s.size-from)]
+	plain := buf.plain[:min(SegmentSize, s.size-from)]
 	if n, err := s.src.ReadAt(plain, from); n < len(plain) { // NB: n == len(plain) may come with io.EOF
 		if err == io.EOF || err == nil {
 			err = io.ErrUnexpectedEOF
@@ -197,9 +199,8 @@ func (s *Sealer) segment(i int64) ([]byte, error) {
 		return nil, fmt.Errorf("e2e: reading plaintext at %d: %w", from, err)
 	}
 	h := header
-	s.seg = s.aead.Seal(s.seg[:0], nonce(i, i == segments(s.size)-1), plain, h[:])
-	s.cached = i
-	return s.seg, nil
+	buf.sealed = s.aead.Seal(buf.sealed[:0], nonce(i, i == segments(s.size)-1), plain, h[:])
+	return buf.sealed, nil
 }
 
 // Opener reads the plaintext of a sealed stream. Each segment is

@@ -228,3 +228,33 @@ func BenchmarkOpen(b *testing.B) {
 		}
 	}
 }
+
+// TestSealerConcurrentReads: uploads read a Sealer from several
+// goroutines at once.
+func TestSealerConcurrentReads(t *testing.T) {
+	plain := randBytes(10*SegmentSize+3, 5)
+	key := NewKey()
+	want := seal(t, plain, key)
+	s := NewSealer(bytes.NewReader(plain), int64(len(plain)), key)
+	done := make(chan error)
+	for g := range 8 {
+		go func() {
+			r := rand.New(rand.NewPCG(uint64(g), 2))
+			for range 200 {
+				off := r.Int64N(int64(len(want)))
+				buf := make([]byte, r.IntN(SegmentSize))
+				k, _ := s.ReadAt(buf, off)
+				if !bytes.Equal(buf[:k], want[off:int(off)+k]) {
+					done <- errors.New("a concurrent read differs")
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

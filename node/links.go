@@ -53,11 +53,15 @@ func (n *Node) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 			Created: time.Now().UTC(), Expires: req.Expires.UTC(),
 		}))
 	}
+	var b *raftstore.Blob
+	if err == nil {
+		b, err = n.lookup(r.Context(), req.Blob)
+	}
 	if err != nil {
 		writeError(w, fmt.Errorf("creating link: %w", err))
 		return
 	}
-	w.WriteHeader(http.StatusCreated)
+	writeJSON(w, http.StatusCreated, api.Link{ID: req.ID, Blob: req.Blob, Size: b.Size, Sealed: req.Sealed, Expires: req.Expires.UTC()})
 }
 
 // openLink returns the live link named by the request's path and its blob.

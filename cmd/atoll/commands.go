@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,12 +24,19 @@ func cmdPut(args []string) error {
 	fs := flag.NewFlagSet("put", flag.ContinueOnError)
 	cn := connFlags(fs)
 	quiet := fs.Bool("quiet", false, "no progress bar")
+	encrypt := fs.Bool("encrypt", false, "encrypt FILE here and print a share link (https://NODE/f/ID#KEY)")
+	name := fs.String("name", "", "with --encrypt: the file name the link shows (default: FILE's)")
+	expires := fs.Duration("expires", 0, "with --encrypt: the link expires after this long (default: never)")
+	domainKey := fs.String("domain-key", os.Getenv("ATOLL_DOMAIN_KEY_FILE"), "with --encrypt: your key domain's key file (default $ATOLL_DOMAIN_KEY_FILE, else atoll/domain.key in your configuration directory; made if missing)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
 		return usagef("want exactly one FILE (or - for stdin)")
+	}
+	if *encrypt && pos[0] == "-" {
+		return usagef("--encrypt needs a regular FILE")
 	}
 	ctx := context.Background()
 	cl, err := cn.open()
@@ -43,6 +52,12 @@ func cmdPut(args []string) error {
 		st, err := f.Stat()
 		if err != nil {
 			return err
+		}
+		if *encrypt {
+			if !st.Mode().IsRegular() {
+				return usagef("--encrypt needs a regular FILE")
+			}
+			return shareFile(ctx, cl, f, st.Size(), cmp.Or(*name, filepath.Base(pos[0])), *expires, *domainKey, *quiet)
 		}
 		if st.Mode().IsRegular() {
 			return uploadFile(ctx, cl, f, st.Size(), *quiet)
@@ -89,6 +104,12 @@ func cmdGet(args []string) error {
 	out := fs.String("o", "", "write to this file instead of stdout")
 	cont := fs.Bool("continue", false, "resume a partial -o FILE from where it stopped")
 	quiet := fs.Bool("quiet", false, "no progress bar")
+	if pos, err := parse(fs, args); err == nil && len(pos) == 1 && strings.Contains(pos[0], "://") {
+		if *cont {
+			return usagef("--continue is for blob IDs, not links")
+		}
+		return getLink(context.Background(), cn, pos[0], *out, *quiet)
+	}
 	id, err := oneID(fs, args)
 	if err != nil {
 		return err

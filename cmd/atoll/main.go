@@ -4,6 +4,7 @@
 //	atoll cert create-ca|create-node|create-client ...
 //	atoll put  [--server URL] FILE|-
 //	atoll get  [--server URL] ID [-o FILE]
+//	atoll put --encrypt FILE; atoll get LINK; atoll link rm LINK
 //	atoll stat [--server URL] [--json] ID
 //	atoll rm   [--server URL] ID
 //	atoll cluster [--server URL] [--json]
@@ -34,6 +35,11 @@ usage:
   atoll get  [--server URL] [--quiet] ID [-o FILE [--continue]]
                                           fetch a blob to FILE or stdout, verified against its ID;
                                           --continue resumes a partial FILE
+  atoll put --encrypt [--name NAME] [--expires 24h] FILE
+                                          encrypt FILE here, store it, print a share link
+                                          (https://NODE/f/ID#KEY: the key never reaches the cluster)
+  atoll get LINK [-o FILE|-]              download a share link, decrypt and verify it here
+  atoll link rm LINK|ID                   revoke a share link (its owner or an operator)
   atoll stat [--server URL] [--json] ID   size, chunks, and the health of every shard
   atoll rm   [--server URL] ID            delete a blob
   atoll cluster [--server URL] [--json]   regions, nodes, raft leader and voters, guarantees, repair
@@ -64,7 +70,7 @@ func main() {
 	}
 	cmds := map[string]func([]string) error{
 		"server": cmdServer, "put": cmdPut, "get": cmdGet, "stat": cmdStat, "rm": cmdRm,
-		"cluster": cmdCluster, "node": cmdNode, "key": cmdKey, "cert": cmdCert, "dev": cmdDev, "demo": cmdDemo, "version": cmdVersion, "snapshot": cmdSnapshot,
+		"cluster": cmdCluster, "node": cmdNode, "key": cmdKey, "cert": cmdCert, "dev": cmdDev, "demo": cmdDemo, "version": cmdVersion, "snapshot": cmdSnapshot, "link": cmdLink,
 	}
 	name, args := os.Args[1], os.Args[2:]
 	if name == "-h" || name == "--help" || name == "help" {

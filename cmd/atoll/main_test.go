@@ -178,7 +178,7 @@ func TestRealBinary(t *testing.T) {
 	if fi, err := os.Stat(snap); err != nil || fi.Size() == 0 {
 		t.Fatalf("snapshot file: %v", err)
 	}
-	if out, _, code := run("version"); code != 0 || !strings.Contains(out, "formats: data directory 1") {
+	if out, _, code := run("version"); code != 0 || !strings.Contains(out, "formats: data directory 2") {
 		t.Fatalf("version: exit %d: %s", code, out)
 	}
 
@@ -276,6 +276,8 @@ func TestRealBinary(t *testing.T) {
 	if _, e, code := run("cluster", "--server", "http://127.0.0.1:1"); code != 1 || !strings.Contains(e, "unreachable") {
 		t.Fatalf("unreachable server: exit %d, stderr %q", code, e)
 	}
+
+	testShareLinks(t, c)
 
 	// Kill a region (SIGKILL); the blob still reads through the others.
 	procs[2].Process.Signal(syscall.SIGKILL)

@@ -31,7 +31,7 @@ var allowed = map[string][]string{
 	"storage/remote":      {"blob", "erasure", "storage"},
 	"storage/storagetest": {"blob", "erasure", "storage"},
 	"raftstore":           {"blob", "placement"},
-	"client":              {"blob", "api", "pki", "internal/ctxio"},
+	"client":              {"blob", "api", "e2e", "pki", "internal/ctxio"},
 	"node":                {"blob", "e2e", "erasure", "placement", "raftstore", "api", "pki", "storage", "storage/disk", "storage/remote", "internal/atomicfile"},
 	"s3":                  {"blob", "api", "node", "raftstore"},
 	"testcluster":         {"blob", "api", "client", "erasure", "node", "pki", "s3", "storage", "storage/faulty"},
