@@ -205,7 +205,7 @@ type KeyRequest struct {
 type LinkRequest struct {
 	ID      string    `json:"id"`
 	Blob    blob.ID   `json:"blob"`
-	Sealed  []byte    `json:"sealed"`            // base64 in JSON
+	Sealed  []byte    `json:"sealed"`           // base64 in JSON
 	Expires time.Time `json:"expires,omitzero"` // zero: never
 }
 

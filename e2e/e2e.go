@@ -152,7 +152,9 @@ type segmentBuf struct{ plain, sealed []byte }
 // NewSealer seals size bytes of src under key.
 func NewSealer(src io.ReaderAt, size int64, key Key) *Sealer {
 	s := &Sealer{src: src, size: size, aead: newGCM(key)}
-	s.bufs.New = func() any { return &segmentBuf{plain: make([]byte, SegmentSize), sealed: make([]byte, 0, sealedSegment)} }
+	s.bufs.New = func() any {
+		return &segmentBuf{plain: make([]byte, SegmentSize), sealed: make([]byte, 0, sealedSegment)}
+	}
 	return s
 }
 
