@@ -67,6 +67,11 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("GET /v1/links/{id}/content", n.handleLinkContent) // ditto; sealed bytes
 	mux.HandleFunc("HEAD /v1/links/{id}/content", n.handleLinkContent)
 	mux.Handle("DELETE /v1/links/{id}", n.data(del, n.handleDeleteLink))
+	page, static := webHandler()
+	mux.HandleFunc("GET /{$}", page("index.html"))
+	mux.HandleFunc("GET /f/{id}", page("index.html"))
+	mux.HandleFunc("GET /cluster", page("cluster.html"))
+	mux.Handle("GET /static/", static)
 	mux.Handle("POST /v1/keys", n.adminOnly(n.handleCreateKey))
 	mux.Handle("GET /v1/keys", n.adminOnly(n.handleListKeys))
 	mux.Handle("DELETE /v1/keys/{id}", n.adminOnly(n.handleDeleteKey))
