@@ -80,6 +80,7 @@ async function share(file) {
   status(file.name + " (" + human(file.size) + ") encrypted and stored in " + secs.toFixed(1) + " s (upload " +
     (sealed.size / 1048576 / ((done - sent) / 1000)).toFixed(1) + " MiB/s).", "ok");
   document.body.dataset.uploadSeconds = secs;
+  document.body.dataset.encryptSeconds = (sent - started) / 1000;
 }
 
 function safeName(name) {

@@ -55,12 +55,13 @@ const E2E = (() => {
     const STEP = 64 * SEG; // read 4 MiB at a time
     for (let at = 0; at < Math.max(n, 1); at += STEP) {
       const plain = new Uint8Array(await file.slice(at, Math.min(n, at + STEP)).arrayBuffer());
+      const pending = []; // the segments of one read are encrypted concurrently
       for (let off = 0; off < Math.max(plain.length, 1); off += SEG) {
         const i = (at + off) / SEG;
-        const ct = await crypto.subtle.encrypt({ name: "AES-GCM", iv: nonce(i, i === count - 1), additionalData: header },
-          key, plain.subarray(off, Math.min(plain.length, off + SEG)));
-        parts.push(new Uint8Array(ct));
+        pending.push(crypto.subtle.encrypt({ name: "AES-GCM", iv: nonce(i, i === count - 1), additionalData: header },
+          key, plain.subarray(off, Math.min(plain.length, off + SEG))));
       }
+      for (const ct of await Promise.all(pending)) parts.push(new Uint8Array(ct));
       onProgress(Math.min(n, at + STEP), n);
     }
     return new Blob(parts, { type: "application/octet-stream" });
