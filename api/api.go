@@ -3,6 +3,7 @@
 package api
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -175,7 +176,14 @@ type AccessKey struct {
 	Created   time.Time `json:"created"`
 	Scopes    []string  `json:"scopes,omitempty"`
 	Buckets   []string  `json:"buckets,omitempty"`
+	// Tenant owns what the key stores through the native API; keys of
+	// one tenant share their blobs, and no other tenant can reach them,
+	// not even by their content hash. Empty: the key is its own tenant.
+	Tenant string `json:"tenant,omitempty"`
 }
+
+// TenantName is the tenant k acts for.
+func (k AccessKey) TenantName() string { return cmp.Or(k.Tenant, k.AccessKey) }
 
 // Scopes of an access key.
 const (
@@ -198,6 +206,7 @@ func (k AccessKey) Allows(scope, bucket string) bool {
 type KeyRequest struct {
 	Scopes  []string `json:"scopes,omitempty"`
 	Buckets []string `json:"buckets,omitempty"`
+	Tenant  string   `json:"tenant,omitempty"`
 }
 
 // LinkRequest creates a share link (POST /v1/links). The client makes the

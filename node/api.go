@@ -150,7 +150,7 @@ func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 			blob.ErrTooLarge, r.ContentLength, chunks, raftstore.MaxChunksPerCommand))
 		return
 	}
-	b, err := n.Put(r.Context(), r.Body)
+	b, err := n.put(r.Context(), n.owner(r), r.Body)
 	if err != nil {
 		n.log.Info("put failed", "err", err)
 		writeError(w, err)
@@ -166,6 +166,9 @@ func (n *Node) blobFromPath(w http.ResponseWriter, r *http.Request) *raftstore.B
 		return nil
 	}
 	b, err := n.lookup(r.Context(), id)
+	if err == nil {
+		err = n.mayAccess(r, id)
+	}
 	if err != nil {
 		writeError(w, fmt.Errorf("blob %s: %w", id, err))
 		return nil
@@ -295,7 +298,7 @@ func (n *Node) handleDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := n.Apply(r.Context(), raftstore.DeleteBlobCommand(id)); err != nil { // NB: and applied here
+	if err := n.deleteBlob(r, id); err != nil { // NB: and applied here
 		writeError(w, fmt.Errorf("blob %s: %w", id, err))
 		return
 	}

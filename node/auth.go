@@ -82,7 +82,7 @@ func (n *Node) data(scope string, h http.HandlerFunc) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id, ok := pki.PeerOf(r.TLS); ok && id.Role == pki.RoleClient {
-			h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{Name: "client:" + id.Name, Operator: true})))
+			h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{Name: "client:" + id.Name, Tenant: raftstore.OperatorsTenant, Operator: true})))
 			return
 		}
 		k, err := n.bearer(r)
@@ -93,7 +93,7 @@ func (n *Node) data(scope string, h http.HandlerFunc) http.Handler {
 			writeError(w, err)
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{Name: "key:" + k.AccessKey})))
+		h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{Name: "key:" + k.AccessKey, Tenant: k.TenantName()})))
 	})
 }
 
@@ -102,6 +102,7 @@ func (n *Node) data(scope string, h http.HandlerFunc) http.Handler {
 // everyone is an operator.
 type caller struct {
 	Name     string // "client:NAME" or "key:ACCESS_KEY"
+	Tenant   string // what it stores belongs to (raftstore/tenants.go)
 	Operator bool
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/atollstore/atoll/api"
@@ -23,10 +24,12 @@ import (
 // that no manifest claims within OrphanGrace is dropped by the leader, and
 // its shards are then reclaimed by the scrubbers.
 
-// have returns the IDs among ids that the cluster does not hold. Staged
-// chunks it reports present get a new grace: the upload that asked is
-// about to claim them (a resumed upload must not lose them meanwhile).
-func (n *Node) have(ctx context.Context, ids []blob.ID) ([]blob.ID, error) {
+// have returns the IDs among ids that the cluster does not hold — for a
+// tenant (owner not ""), that it does not hold the tenant's proof of
+// (tenants.go). Staged chunks it reports present get a new grace: the
+// upload that asked is about to claim them (a resumed upload must not
+// lose them meanwhile).
+func (n *Node) have(ctx context.Context, owner string, ids []blob.ID) ([]blob.ID, error) {
 	found, err := n.findChunks(ctx, ids)
 	if err != nil {
 		return nil, err
@@ -34,7 +37,13 @@ func (n *Node) have(ctx context.Context, ids []blob.ID) ([]blob.ID, error) {
 	missing := []blob.ID{}
 	var present []blob.ID
 	for _, id := range ids {
-		if _, ok := found[id]; ok {
+		ok := false
+		if _, ok = found[id]; ok && owner != "" {
+			if ok, err = n.meta.Holds(owner, id); err != nil {
+				return nil, err
+			}
+		}
+		if ok {
 			present = append(present, id)
 		} else {
 			missing = append(missing, id)
@@ -88,8 +97,9 @@ func (n *Node) findChunks(ctx context.Context, ids []blob.ID) (map[blob.ID]rafts
 
 // PutChunk stores one chunk sent on its own, which must hash to id. It
 // returns once all k+m shards are durable and the chunk is committed as
-// staged; a chunk the cluster already holds is not written again.
-func (n *Node) PutChunk(ctx context.Context, id blob.ID, r io.Reader) (stored bool, err error) {
+// staged; a chunk the cluster already holds is not written again, but a
+// tenant (owner not "") that sent it is recorded as holding it.
+func (n *Node) PutChunk(ctx context.Context, owner string, id blob.ID, r io.Reader) (stored bool, err error) {
 	select {
 	case n.chunkSlots <- struct{}{}:
 		defer func() { <-n.chunkSlots }()
@@ -121,31 +131,36 @@ func (n *Node) PutChunk(ctx context.Context, id blob.ID, r io.Reader) (stored bo
 		return false, fmt.Errorf("%w: the cluster has not formed yet", blob.ErrUnavailable)
 	}
 	c := raftstore.Chunk{ID: id, Len: int64(got)}
-	if err := n.writeChunk(ctx, layout, st, &c); err != nil || c.Reused {
+	if err := n.writeChunk(ctx, layout, st, &c); err != nil || (c.Reused && owner == "") {
 		return false, err
 	}
+	stored = !c.Reused
+	c.Reused = false
 	cmd := raftstore.StageChunkCommand(raftstore.StagedChunk{
-		Chunk: c,
-		K:     n.cfg.K, M: n.cfg.M, At: time.Now().UTC(),
+		Chunk: c, Owner: owner,
+		K: n.cfg.K, M: n.cfg.M, At: time.Now().UTC(),
 	})
 	if _, err := n.apply(ctx, cmd); err != nil {
 		return false, fmt.Errorf("committing chunk %s: %w", id, err)
 	}
-	return true, nil
+	return stored, nil
 }
 
 // PutManifest commits a blob made of stored chunks. The claimed ID is
 // checked by reading the blob back through the normal read path (which
 // also verifies every shard and chunk), so an ID always names the BLAKE3
 // of its content, however the blob was uploaded. It reports whether the
-// blob is new.
-func (n *Node) PutManifest(ctx context.Context, m api.Manifest) (*raftstore.Blob, bool, error) {
+// blob is new. A tenant (owner not "") must have sent every chunk's bytes
+// (have), and becomes an owner of the blob — of one already stored too,
+// once its chunks are shown to make that blob.
+func (n *Node) PutManifest(ctx context.Context, owner string, m api.Manifest) (*raftstore.Blob, bool, error) {
 	if err := n.checkManifest(m); err != nil {
 		return nil, false, err
 	}
 	switch b, err := n.lookup(ctx, m.ID); {
-	case err == nil && b.Size == m.Size:
+	case err == nil && b.Size == m.Size && n.owns(owner, m.ID):
 		return b, false, nil // already stored: nothing to send, read or commit
+	case err == nil && b.Size == m.Size: // stored by another tenant: claimed below, with proof
 	case err == nil:
 		return nil, false, fmt.Errorf("%w: blob %s has %d bytes, the manifest says %d", blob.ErrBadDigest, m.ID, b.Size, m.Size)
 	case !errors.Is(err, blob.ErrNotFound):
@@ -173,6 +188,13 @@ func (n *Node) PutManifest(ctx context.Context, m api.Manifest) (*raftstore.Blob
 			continue
 		case c.Len != ref.Len:
 			return nil, false, fmt.Errorf("%w: chunk %s has %d bytes, the manifest says %d", blob.ErrBadDigest, ref.ID, c.Len, ref.Len)
+		case owner != "":
+			if holds, err := n.meta.Holds(owner, ref.ID); err != nil {
+				return nil, false, err
+			} else if !holds {
+				missing++ // stored, but not sent by this tenant: it must send it
+				continue
+			}
 		}
 		c.Reused = true
 		rec.Chunks = append(rec.Chunks, c)
@@ -187,11 +209,21 @@ func (n *Node) PutManifest(ctx context.Context, m api.Manifest) (*raftstore.Blob
 	if got := blob.ID(h.Sum(nil)); got != m.ID {
 		return nil, false, fmt.Errorf("%w: the chunks hash to %s, not %s", blob.ErrBadDigest, got, m.ID)
 	}
+	rec.Owner = owner
 	cmd := raftstore.PutBlobCommand(rec)
 	if _, err := n.apply(ctx, cmd); err != nil {
 		return nil, false, fmt.Errorf("committing blob %s: %w", m.ID, err) // ErrChunkGone is a missing_chunks
 	}
 	return &rec, true, nil
+}
+
+// owns reports whether tenant owner ("": none recorded) owns blob id.
+func (n *Node) owns(owner string, id blob.ID) bool {
+	if owner == "" {
+		return true
+	}
+	owners, err := n.meta.Owners(id)
+	return err == nil && slices.Contains(owners, owner)
 }
 
 func (n *Node) checkManifest(m api.Manifest) error {
@@ -240,7 +272,7 @@ func (n *Node) handleHave(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: at most %d chunks per request", blob.ErrTooLarge, api.MaxHaveChunks))
 		return
 	}
-	missing, err := n.have(r.Context(), req.Chunks)
+	missing, err := n.have(r.Context(), n.owner(r), req.Chunks)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -258,7 +290,7 @@ func (n *Node) handleChunkPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: a chunk may have at most %d bytes", blob.ErrTooLarge, api.MaxChunkSize))
 		return
 	}
-	stored, err := n.PutChunk(r.Context(), id, r.Body)
+	stored, err := n.PutChunk(r.Context(), n.owner(r), id, r.Body)
 	if err != nil {
 		n.log.Info("chunk put failed", "chunk", id, "err", err)
 		writeError(w, err)
@@ -276,7 +308,7 @@ func (n *Node) handleManifest(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &m, api.MaxManifestChunks*128) {
 		return
 	}
-	b, created, err := n.PutManifest(r.Context(), m)
+	b, created, err := n.PutManifest(r.Context(), n.owner(r), m)
 	if err != nil {
 		n.log.Info("manifest failed", "blob", m.ID, "err", err)
 		writeError(w, err)

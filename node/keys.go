@@ -79,12 +79,15 @@ func (n *Node) CreateAccessKey(ctx context.Context, req api.KeyRequest) (api.Acc
 			return api.AccessKey{}, fmt.Errorf("%w: invalid bucket name %q", blob.ErrBadRequest, b)
 		}
 	}
+	if req.Tenant != "" && !validTenant.MatchString(req.Tenant) {
+		return api.AccessKey{}, fmt.Errorf("%w: a tenant name is 1 to 64 of [A-Za-z0-9._-], not starting with a dot: %q", blob.ErrBadRequest, req.Tenant)
+	}
 	k := api.AccessKey{AccessKey: "AK" + randomString(18, keyAlphabet), SecretKey: randomString(40, secretAlphabet), Created: time.Now().UTC().Truncate(time.Second),
-		Scopes: slices.Compact(slices.Sorted(slices.Values(req.Scopes))), Buckets: slices.Compact(slices.Sorted(slices.Values(req.Buckets)))}
+		Scopes: slices.Compact(slices.Sorted(slices.Values(req.Scopes))), Buckets: slices.Compact(slices.Sorted(slices.Values(req.Buckets))), Tenant: req.Tenant}
 	nonce := make([]byte, aead.NonceSize())
 	rand.Read(nonce)
 	sealed := aead.Seal(nonce, nonce, []byte(k.SecretKey), []byte(k.AccessKey))
-	cmd := raftstore.PutAccessKeyCommand(raftstore.AccessKey{ID: k.AccessKey, Sealed: sealed, Created: k.Created, Scopes: k.Scopes, Buckets: k.Buckets})
+	cmd := raftstore.PutAccessKeyCommand(raftstore.AccessKey{ID: k.AccessKey, Sealed: sealed, Created: k.Created, Scopes: k.Scopes, Buckets: k.Buckets, Tenant: k.Tenant})
 	return k, n.Apply(ctx, cmd)
 }
 
@@ -112,7 +115,7 @@ func (n *Node) AccessKey(ctx context.Context, id string) (api.AccessKey, error) 
 	if err != nil {
 		return api.AccessKey{}, fmt.Errorf("access key %s: cannot unseal its secret (a different master key?): %w", id, err)
 	}
-	return api.AccessKey{AccessKey: k.ID, SecretKey: string(secret), Created: k.Created, Scopes: k.Scopes, Buckets: k.Buckets}, nil
+	return api.AccessKey{AccessKey: k.ID, SecretKey: string(secret), Created: k.Created, Scopes: k.Scopes, Buckets: k.Buckets, Tenant: k.Tenant}, nil
 }
 
 func (n *Node) handleCreateKey(w http.ResponseWriter, r *http.Request) {

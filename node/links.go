@@ -43,7 +43,15 @@ func (n *Node) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: the link expires in the past (%s)", blob.ErrBadRequest, req.Expires))
 		return
 	}
-	l, err := n.meta.Layout()
+	// The caller must reach the blob: a content hash is no key to it.
+	b, err := n.lookup(r.Context(), req.Blob)
+	if err == nil {
+		err = n.mayAccess(r, req.Blob)
+	}
+	var l raftstore.Layout
+	if err == nil {
+		l, err = n.meta.Layout()
+	}
 	if err == nil && !everyMemberApplies(l, linkCommands) {
 		err = fmt.Errorf("%w: links need every node at a release that has them (an upgrade in progress?)", blob.ErrUnavailable)
 	}
@@ -52,10 +60,6 @@ func (n *Node) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 			ID: req.ID, Blob: req.Blob, Sealed: req.Sealed, Owner: callerOf(r).Name,
 			Created: time.Now().UTC(), Expires: req.Expires.UTC(),
 		}))
-	}
-	var b *raftstore.Blob
-	if err == nil {
-		b, err = n.lookup(r.Context(), req.Blob)
 	}
 	if err != nil {
 		writeError(w, fmt.Errorf("creating link: %w", err))

@@ -26,10 +26,16 @@ import (
 // Memory is bounded by PutParallel stripes (about ChunkSize·(k+m)/k each),
 // whatever the blob's size. The blob's ID is the BLAKE3 hash of its bytes.
 func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
+	return n.put(ctx, "", r)
+}
+
+// put is Put for tenant owner ("" records none).
+func (n *Node) put(ctx context.Context, owner string, r io.Reader) (*raftstore.Blob, error) {
 	rec, err := n.StoreStream(ctx, r)
 	if err != nil {
 		return nil, err
 	}
+	rec.Owner = owner
 	cmd := raftstore.PutBlobCommand(*rec)
 	if _, err := n.apply(ctx, cmd); err != nil {
 		if errors.Is(err, blob.ErrMissingChunks) { // a reused chunk was reclaimed meanwhile

@@ -211,6 +211,8 @@ func apply(txn *badger.Txn, c Command) applyResult {
 		return applyResult{Err: applyCompleteUpload(txn, *c.CompleteUpload)}
 	case c.AbortUpload != nil:
 		return applyResult{Err: applyAbortUpload(txn, *c.AbortUpload)}
+	case c.ReleaseBlob != nil:
+		return applyResult{Err: applyReleaseBlob(txn, *c.ReleaseBlob)}
 	case c.PutLink != nil:
 		return applyResult{Err: applyPutLink(txn, *c.PutLink)}
 	case c.DeleteLink != nil:
@@ -229,15 +231,18 @@ func applyPutBlob(txn *badger.Txn, b Blob) (*Blob, error) {
 	var existing Blob
 	switch err := getJSON(txn, blobKey(b.ID), &existing); {
 	case err == nil:
-		return &existing, nil // same content: stored once
+		return &existing, own(txn, existing, b.Owner) // same content: stored once
 	case !errors.Is(err, blob.ErrNotFound):
 		return nil, err
 	}
 	if err := addRefs(txn, b.Chunks, b.K, b.M); err != nil {
 		return nil, err
 	}
+	if err := own(txn, b, b.Owner); err != nil {
+		return nil, err
+	}
 	rec := b
-	rec.Chunks = withoutShards(b.Chunks)
+	rec.Chunks, rec.Owner = withoutShards(b.Chunks), ""
 	return &b, setJSON(txn, blobKey(b.ID), rec)
 }
 
@@ -247,6 +252,9 @@ func applyDeleteBlob(txn *badger.Txn, id blob.ID) error {
 		return err
 	}
 	if err := dropRefs(txn, b.Chunks); err != nil {
+		return err
+	}
+	if err := deletePrefix(txn, ownerKey(id, "")); err != nil {
 		return err
 	}
 	return txn.Delete(blobKey(id))
@@ -303,7 +311,7 @@ func dropRefs(txn *badger.Txn, cs []Chunk) error {
 			}
 			continue
 		}
-		if err := txn.Delete(chunkKey(c.ID)); err != nil {
+		if err := dropChunk(txn, c.ID); err != nil {
 			return err
 		}
 	}
@@ -330,7 +338,16 @@ func applyStageChunk(txn *badger.Txn, sc StagedChunk) error {
 		cr = chunkRecord{Len: sc.Len, K: sc.K, M: sc.M, Shards: sc.Shards, Format: sc.Format}
 	case err != nil:
 		return err
-	case cr.Refs > 0:
+	}
+	if sc.Owner != "" {
+		if err := validTenant(sc.Owner); err != nil {
+			return err
+		}
+		if err := txn.Set(knownKey(sc.ID, sc.Owner), nil); err != nil {
+			return err
+		}
+	}
+	if cr.Refs > 0 {
 		return nil // already part of a blob: nothing to date
 	}
 	cr.Staged = max(cr.Staged, sc.At.UnixNano())
@@ -346,8 +363,16 @@ func applyTouchStaged(txn *badger.Txn, ts TouchStaged) error {
 
 func applyDropStaged(txn *badger.Txn, d DropStaged) error {
 	return unclaimedBefore(txn, d.IDs, d.Before, func(id blob.ID, _ chunkRecord) error {
-		return txn.Delete(chunkKey(id))
+		return dropChunk(txn, id)
 	})
+}
+
+// dropChunk deletes a chunk's record and the tenants' proofs of holding it.
+func dropChunk(txn *badger.Txn, id blob.ID) error {
+	if err := deletePrefix(txn, knownKey(id, "")); err != nil {
+		return err
+	}
+	return txn.Delete(chunkKey(id))
 }
 
 // unclaimedBefore calls fn for each of ids that is a staged chunk no blob

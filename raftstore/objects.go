@@ -59,6 +59,7 @@ type AccessKey struct {
 	Created time.Time `json:"created"`
 	Scopes  []string  `json:"scopes,omitempty"`  // api.Scope*; none: all
 	Buckets []string  `json:"buckets,omitempty"` // none: every bucket and the native API
+	Tenant  string    `json:"tenant,omitempty"`  // none: the key is its own tenant
 }
 
 // Errors of bucket and object commands. Each has its own wire code and

@@ -25,6 +25,8 @@ type Reader interface {
 	Uploads(bucket, prefix string) ([]Upload, error)
 	Parts(r UploadRef) ([]Part, error)
 	Link(id string) (Link, error)
+	Owners(id blob.ID) ([]string, error)
+	Holds(tenant string, chunk blob.ID) (bool, error)
 }
 
 var _ Reader = (*Store)(nil)

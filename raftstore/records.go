@@ -19,6 +19,9 @@ type Blob struct {
 	Created time.Time `json:"created"`
 	// LayoutVersion is the layout the blob's shards were placed under.
 	LayoutVersion uint64 `json:"layout_version"`
+	// Owner, in a PutBlob command, is the tenant storing it (tenants.go);
+	// never part of the stored record.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Chunk is one chunk of a blob and where its shards live. Shards[i] holds
@@ -130,6 +133,8 @@ type StagedChunk struct {
 	// At is when it was staged, set by the proposer (the FSM must not read
 	// clocks). Staging a chunk again refreshes it.
 	At time.Time `json:"at"`
+	// Owner is the tenant that sent the chunk's bytes (tenants.go).
+	Owner string `json:"owner,omitempty"`
 }
 
 // TouchStaged restarts the grace of those IDs that are staged and still
@@ -165,7 +170,9 @@ const CommandVersion = 2
 
 // Version is the command version c's operation needs.
 func (c Command) Version() int {
-	if c.PutLink != nil || c.DeleteLink != nil || c.DropLinks != nil {
+	switch {
+	case c.PutLink != nil, c.DeleteLink != nil, c.DropLinks != nil, c.ReleaseBlob != nil,
+		c.PutBlob != nil && c.PutBlob.Owner != "", c.StageChunk != nil && c.StageChunk.Owner != "":
 		return 2
 	}
 	return 1
@@ -199,9 +206,10 @@ type Command struct {
 	CompleteUpload *CompleteUpload `json:"complete_upload,omitempty"`
 	AbortUpload    *UploadRef      `json:"abort_upload,omitempty"`
 
-	PutLink    *Link      `json:"put_link,omitempty"`
-	DeleteLink *string    `json:"delete_link,omitempty"`
-	DropLinks  *DropLinks `json:"drop_links,omitempty"`
+	ReleaseBlob *ReleaseBlob `json:"release_blob,omitempty"`
+	PutLink     *Link        `json:"put_link,omitempty"`
+	DeleteLink  *string      `json:"delete_link,omitempty"`
+	DropLinks   *DropLinks   `json:"drop_links,omitempty"`
 }
 
 // Bounds on one command, checked before it is proposed, so that it applies

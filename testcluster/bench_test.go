@@ -15,6 +15,7 @@ import (
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
+	"github.com/atollstore/atoll/e2e"
 	"github.com/atollstore/atoll/erasure"
 )
 
@@ -209,6 +210,49 @@ func BenchmarkUpload(b *testing.B) {
 			res := up(b)
 			b.ReportMetric(100*float64(res.BytesSent)/float64(len(data)), "%sent")
 			b.ReportMetric(float64(res.ChunksSent), "chunks-sent")
+		}
+	})
+}
+
+// BenchmarkShare measures client-side encryption end to end: Share (seal
+// on the client with a random key, upload by chunks, create the link) and
+// OpenLink (read the link, download, authenticate and decrypt), 64 MiB,
+// beside BenchmarkUpload's plain upload of the same size.
+func BenchmarkShare(b *testing.B) {
+	_, cl := benchCluster(b)
+	const size = 64 << 20
+	data := randBytes(rand.New(rand.NewPCG(5, 5)), size)
+	var link e2e.Link
+	b.Run("upload-plain", func(b *testing.B) {
+		b.SetBytes(size)
+		for b.Loop() {
+			stamp(data)
+			if _, err := cl.Upload(context.Background(), bytes.NewReader(data), size, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("share", func(b *testing.B) {
+		b.SetBytes(size)
+		for b.Loop() {
+			var err error
+			if link, err = cl.Share(context.Background(), bytes.NewReader(data), size, client.ShareOptions{Name: "bench"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("open-link", func(b *testing.B) {
+		b.SetBytes(size)
+		for b.Loop() {
+			_, rc, err := cl.OpenLink(context.Background(), link)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, rc)
+			rc.Close()
+			if err != nil || n != size {
+				b.Fatalf("read %d: %v", n, err)
+			}
 		}
 	})
 }

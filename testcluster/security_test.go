@@ -461,19 +461,19 @@ func TestAccessKeyScopes(t *testing.T) {
 	c := start(t, Options{Regions: 3, NodesPerRegion: 1, K: 2, M: 1})
 	ctx := context.Background()
 	data := []byte("a private file")
-	id, err := c.Client().Put(ctx, bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
 	key := func(scopes []string, buckets ...string) api.AccessKey {
 		t.Helper()
-		k, err := c.CreateAccessKey(ctx, api.KeyRequest{Scopes: scopes, Buckets: buckets})
+		k, err := c.CreateAccessKey(ctx, api.KeyRequest{Scopes: scopes, Buckets: buckets, Tenant: "team"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return k
 	}
 	reader, writer, deleter := key([]string{"read"}), key([]string{"write"}), key([]string{"delete"})
+	id, err := c.KeyClient(writer).Put(ctx, bytes.NewReader(data)) // the team's, shared by its keys
+	if err != nil {
+		t.Fatal(err)
+	}
 	tenantA, tenantB := key(nil, "tenant-a"), key(nil, "tenant-b")
 	forged := reader
 	forged.SecretKey = "not the secret"

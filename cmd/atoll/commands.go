@@ -331,10 +331,11 @@ func cmdKey(args []string) error {
 	fs := flag.NewFlagSet("key "+args[0], flag.ContinueOnError)
 	cn := connFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	var scopes, buckets *string
+	var scopes, buckets, tenant *string
 	if args[0] == "create" {
 		scopes = fs.String("scopes", "", "comma-separated: read, write, delete (default: all)")
 		buckets = fs.String("buckets", "", "comma-separated S3 buckets the key is limited to (default: every bucket, and the native API)")
+		tenant = fs.String("tenant", "", "the tenant whose blobs the key reaches; keys of one tenant share them (default: the key is its own tenant)")
 	}
 	pos, err := parse(fs, args[1:])
 	if err != nil {
@@ -350,7 +351,7 @@ func cmdKey(args []string) error {
 		if len(pos) != 0 {
 			return usagef("key create takes no arguments")
 		}
-		k, err := cl.CreateAccessKey(ctx, api.KeyRequest{Scopes: split(*scopes), Buckets: split(*buckets)})
+		k, err := cl.CreateAccessKey(ctx, api.KeyRequest{Scopes: split(*scopes), Buckets: split(*buckets), Tenant: *tenant})
 		if err != nil {
 			return err
 		}
@@ -379,7 +380,7 @@ func cmdKey(args []string) error {
 			if len(k.Buckets) > 0 {
 				buckets = strings.Join(k.Buckets, ",")
 			}
-			fmt.Printf("%s  created %s  scopes %s  buckets %s\n", k.AccessKey, k.Created.Format(time.RFC3339), scopes, buckets)
+			fmt.Printf("%s  created %s  tenant %s  scopes %s  buckets %s\n", k.AccessKey, k.Created.Format(time.RFC3339), k.TenantName(), scopes, buckets)
 		}
 		return nil
 	default:

@@ -46,7 +46,7 @@ usage:
   atoll node drain  [--server URL] ID     move every shard off a node (it keeps serving meanwhile)
   atoll node remove [--server URL] ID     remove a drained node from the cluster
   atoll node revoke [--server URL] ID     remove a seized or compromised node now; its certificate is refused
-  atoll key create [--server URL] [--json] [--scopes read,write,delete] [--buckets B,...]
+  atoll key create [--server URL] [--json] [--scopes read,write,delete] [--buckets B,...] [--tenant NAME]
                                           make an access key for S3 and the API (the secret is shown once)
   atoll key list   [--server URL] [--json]  list access keys, their scopes and buckets
   atoll key delete [--server URL] KEY       revoke an access key
