@@ -173,7 +173,9 @@ func (n *Node) fetchChunk(ctx context.Context, codec *erasure.Codec, c raftstore
 		}
 		return nil, dst, fmt.Errorf("%w: chunk %s: %d of %d needed shards readable: %w", blob.ErrUnavailable, c.ID, have, k, errors.Join(errs...))
 	}
-	if plain, ok, err := decodesTo(codec, shards, c, dst); err != nil || ok {
+	// NB: a clone: decoding fills in missing data shards, which must not
+	// pass for fetched ones if a forgery is hunted below.
+	if plain, ok, err := decodesTo(codec, slices.Clone(shards), c, dst); err != nil || ok {
 		return shards, plain, err
 	}
 	// A shard passed its own checks (header, CRC) yet is wrong: forged by a
