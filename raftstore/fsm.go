@@ -46,6 +46,8 @@ type fsm struct {
 	mu      sync.Mutex
 	applied uint64        // last raft index applied (commands only)
 	changed chan struct{} // closed and replaced when applied grows
+
+	layout layoutCache
 }
 
 func newFSM(db *badger.DB) (*fsm, error) {
@@ -104,6 +106,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	}
 	var res applyResult
+	layoutChanged := false
 	markApplied := func(txn *badger.Txn) error {
 		return txn.Set(keyApplied, binary.BigEndian.AppendUint64(nil, l.Index))
 	}
@@ -129,6 +132,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 			res.Err = fmt.Errorf("raftstore: undecodable command at %d: %v", l.Index, err)
 		} else {
 			res = apply(txn, c)
+			layoutChanged = c.SetMember != nil || c.RemoveMember != nil
 		}
 		if res.Err != nil {
 			return errRejected
@@ -146,6 +150,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 		// references a put took before meeting a reclaimed chunk) are
 		// discarded with the transaction; only the index advances.
 		err = update(f.db, markApplied)
+	}
+	if layoutChanged {
+		f.layout.invalidate() // NB: committed, and before waiters on the applied index wake
 	}
 	if err == nil {
 		f.setApplied(l.Index)
@@ -510,6 +517,7 @@ func (s *fsmSnapshot) Release() { s.txn.Discard() }
 // mid-restore visible at the next open (see Open).
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	defer f.layout.invalidate() // NB: also on failure: the FSM is half dropped
 	if err := f.db.Update(func(txn *badger.Txn) error { return txn.Set(keyRestoring, nil) }); err != nil {
 		return err
 	}
@@ -541,6 +549,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := f.db.Update(func(txn *badger.Txn) error { return txn.Delete(keyRestoring) }); err != nil {
 		return err
 	}
+	f.layout.invalidate() // before the applied index moves
 	return f.loadApplied()
 }
 

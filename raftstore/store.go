@@ -467,10 +467,16 @@ func (s *Store) Stats() (blobs int, bytes int64, err error) {
 
 // Layout returns the local replica's cluster layout.
 func (s *Store) Layout() (Layout, error) {
-	var l Layout
+	l, gen, ok := s.fsm.layout.get()
+	if ok {
+		return l, nil
+	}
 	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, keyLayout, &l) })
 	if errors.Is(err, blob.ErrNotFound) {
 		err = nil
+	}
+	if err == nil {
+		s.fsm.layout.put(gen, l)
 	}
 	return l, err
 }

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -410,4 +411,45 @@ func TestReadIndexIsLinearizable(t *testing.T) {
 			break
 		}
 	}
+}
+
+// TestLayoutCache: the cached layout follows every layout command and a
+// restore, and callers cannot change it through what they were given.
+func TestLayoutCache(t *testing.T) {
+	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
+	startNode(t, n)
+	defer func() { n.s.Close() }()
+	n.s.Bootstrap(n.id)
+	set := func(id string) {
+		t.Helper()
+		waitFor(t, "apply", func() bool {
+			_, err := n.s.Apply(context.Background(), SetMemberCommand(Member{Node: placement.Node{ID: blob.NodeID(id), Region: "r"}}))
+			return err == nil
+		})
+	}
+	set("a")
+	l, err := n.s.Layout()
+	if err != nil || len(l.Nodes) != 1 {
+		t.Fatalf("layout %+v, %v", l, err)
+	}
+	l.Nodes[0].Region = "changed by a caller"
+	if again, _ := n.s.Layout(); again.Nodes[0].Region != "r" {
+		t.Fatal("a caller changed the cached layout")
+	}
+	set("b")
+	if l, _ := n.s.Layout(); len(l.Nodes) != 2 {
+		t.Fatalf("the cache missed a SetMember: %+v", l)
+	}
+	var snap bytes.Buffer
+	if err := n.s.WriteSnapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+	set("c")
+	if l, _ := n.s.Layout(); len(l.Nodes) != 3 { // cached with three
+		t.Fatalf("layout %+v", l)
+	}
+	if err := n.s.RestoreSnapshot(bytes.NewReader(snap.Bytes()), int64(snap.Len()), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the restored layout", func() bool { l, _ := n.s.Layout(); return len(l.Nodes) == 2 })
 }
