@@ -105,7 +105,7 @@ func viaLeader[T any](ctx context.Context, n *Node, method, path string, body []
 		if n.meta.IsLeader() {
 			v, err = local(ctx)
 		} else {
-			v, err = askLeader[T](ctx, n, method, path, body)
+			v, err = askLeader[T](ctx, n, method, path, bytes.NewReader(body))
 		}
 		if !errors.Is(err, raftstore.ErrNotLeader) && !errors.Is(err, blob.ErrUnavailable) {
 			return v, err
@@ -120,13 +120,13 @@ func viaLeader[T any](ctx context.Context, n *Node, method, path string, body []
 }
 
 // askLeader sends one request to the leader; 421 means it no longer leads.
-func askLeader[T any](ctx context.Context, n *Node, method, path string, body []byte) (T, error) {
+func askLeader[T any](ctx context.Context, n *Node, method, path string, body io.Reader) (T, error) {
 	var v T
 	leader, err := n.leader()
 	if err != nil {
 		return v, err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, leader.API+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, leader.API+path, body)
 	if err != nil {
 		return v, err
 	}

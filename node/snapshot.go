@@ -40,8 +40,14 @@ func (n *Node) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
-	if !n.meta.IsLeader() {
-		n.forwardToLeader(w, r)
+	if !n.meta.IsLeader() { // forwarded once: the body streams, it cannot be sent again
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
+		defer cancel()
+		if _, err := askLeader[struct{}](ctx, n, r.Method, r.URL.Path, r.Body); err != nil {
+			writeError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	f, err := os.CreateTemp(n.cfg.Dir, "restore-*.snap")
@@ -70,31 +76,4 @@ func (n *Node) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 	}
 	n.log.Warn("metadata restored from a snapshot", "bytes", size)
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// forwardToLeader streams r to the leader and its answer back.
-func (n *Node) forwardToLeader(w http.ResponseWriter, r *http.Request) {
-	leader, err := n.leader()
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, r.Method, leader.API+r.URL.Path, r.Body)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	resp, err := n.peers.Do(req)
-	if err != nil {
-		writeError(w, fmt.Errorf("%w: leader %s: %v", blob.ErrUnavailable, leader.ID, err))
-		return
-	}
-	defer resp.Body.Close()
-	for _, h := range []string{"Content-Type"} {
-		w.Header().Set(h, resp.Header.Get(h))
-	}
-	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, io.LimitReader(resp.Body, maxAnswer))
 }

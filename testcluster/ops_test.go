@@ -210,7 +210,16 @@ func TestSnapshotRestoresLostMetadata(t *testing.T) {
 	if _, err := getBytes(cl, ids[0]); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("a fresh cluster knows a blob before the restore: %v", err)
 	}
-	if err := cl.RestoreSnapshot(ctx, bytes.NewReader(snap.Bytes())); err != nil {
+	leader, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	follower := c.Members()[0]
+	if follower.ID == leader.ID {
+		follower = c.Members()[1]
+	}
+	// Through a follower: it streams the snapshot on to the leader.
+	if err := c.Client(follower.Node.URL()).RestoreSnapshot(ctx, bytes.NewReader(snap.Bytes())); err != nil {
 		t.Fatal(err)
 	}
 	for i, id := range ids {
