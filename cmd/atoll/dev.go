@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/pki"
 	"github.com/atollstore/atoll/testcluster"
 )
@@ -47,8 +48,9 @@ func cmdDev(args []string) error {
 	for _, m := range c.Members() {
 		fmt.Fprintf(os.Stderr, "  %-12s %-9s %s  S3 %s\n", m.ID, m.Region, m.Node.URL(), m.S3)
 	}
-	fmt.Fprintf(os.Stderr, "try: export ATOLL_SERVER=%s ATOLL_CERTS_DIR=%s\n     atoll cluster\n     atoll key create   (then any S3 tool on %s, trusting %s)\n(interrupt to stop; data is temporary)\n",
-		urls[0], certs, c.S3URLs()[0], filepath.Join(certs, pki.CACert))
+	fmt.Fprintf(os.Stderr, "try: export ATOLL_SERVER=%s ATOLL_CERTS_DIR=%s\n     atoll cluster\n     atoll key create   (then any S3 tool on %s, trusting %s)\n"+
+		"     atoll put --encrypt FILE   (a share link; or the web page at %s/ in a browser that trusts that CA)\n(interrupt to stop; data is temporary)\n",
+		urls[0], certs, c.S3URLs()[0], filepath.Join(certs, pki.CACert), urls[0])
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
@@ -118,6 +120,9 @@ func cmdDemo(args []string) error {
 	if err := c.KillRegion(seized); err != nil {
 		return err
 	}
+	if err := inspectSeized(c, seized, files, say); err != nil {
+		return err
+	}
 
 	verify := func(stage string) error {
 		for _, id := range order {
@@ -172,5 +177,58 @@ func cmdDemo(args []string) error {
 		return err
 	}
 	say("\n== done: %d files, every byte intact through a region loss (%v)", len(order), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// inspectSeized reads the seized region's disks as whoever took them
+// would: every shard file, offline. It fails if they hold any sampled
+// 32-byte window of a stored file, or k shards of any chunk.
+func inspectSeized(c *testcluster.Cluster, seized blob.Region, files map[blob.ID][]byte, say func(string, ...any)) error {
+	windows := map[string]bool{}
+	for _, data := range files {
+		for i := 0; i+32 <= len(data); i += 4096 {
+			windows[string(data[i:i+32])] = true
+		}
+	}
+	perChunk := map[blob.ID]int{}
+	shards, bytesHeld, k := 0, int64(0), 0
+	for _, m := range c.Members() {
+		if m.Region != seized {
+			continue
+		}
+		err := filepath.WalkDir(filepath.Join(m.Dir, "shards"), func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			h, err := erasure.ParseHeader(b)
+			if err != nil {
+				return nil // not a shard
+			}
+			shards, bytesHeld, k = shards+1, bytesHeld+int64(len(b)), h.K
+			perChunk[h.Chunk]++
+			for i := erasure.HeaderSize; i+32 <= len(b); i++ {
+				if windows[string(b[i:i+32])] {
+					return fmt.Errorf("the seized disks hold plaintext: %s", path)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	most := 0
+	for _, n := range perChunk {
+		most = max(most, n)
+	}
+	if most >= k {
+		return fmt.Errorf("the seized region holds %d shards of a chunk; %d decode it", most, k)
+	}
+	say("  the seized disks hold %d shards (%d MiB) of %d chunks, at most %d of any chunk (%d needed):", shards, bytesHeld>>20, len(perChunk), most, k)
+	say("  dispersed, they are ciphertext under keys they do not contain: no byte of any file is on them")
 	return nil
 }

@@ -35,7 +35,7 @@ var allowed = map[string][]string{
 	"node":                {"blob", "e2e", "erasure", "placement", "raftstore", "api", "pki", "storage", "storage/disk", "storage/remote", "internal/atomicfile"},
 	"s3":                  {"blob", "api", "node", "raftstore"},
 	"testcluster":         {"blob", "api", "client", "erasure", "node", "pki", "s3", "storage", "storage/faulty"},
-	"cmd/atoll":           {"blob", "api", "client", "e2e", "node", "pki", "s3", "testcluster", "internal/atomicfile"},
+	"cmd/atoll":           {"blob", "api", "client", "e2e", "erasure", "node", "pki", "s3", "testcluster", "internal/atomicfile"},
 	"cmd/s3bench":         {},
 	"internal/archtest":   {},
 	"deploy":              {},
