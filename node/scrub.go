@@ -61,7 +61,7 @@ func (n *Node) scrub(ctx context.Context, limiter *rate.Limiter, orphans map[sto
 			return
 		}
 		limiter.WaitN(ctx, min(int(erasure.ShardSize(chunkFormat(h.chunk).PackageLen(h.chunk.Len), h.k)), limiter.Burst()))
-		_, _, err := storage.Read(ctx, n.shards, storage.Ref{Chunk: h.chunk.ID, Index: h.index})
+		_, err := n.readShard(ctx, n.self, h.chunk, h.index) // NB: also checks the header against the record
 		if err == nil || !(errors.Is(err, blob.ErrNotFound) || errors.Is(err, blob.ErrCorrupt)) {
 			continue
 		}

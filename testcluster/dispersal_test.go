@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/storage"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
@@ -126,5 +128,43 @@ func TestSeizedRegionLearnsNothing(t *testing.T) {
 	s3c = awsClient(c, c.S3URLs()[0], key)
 	if got, _ := getObject(t, s3c, bucket, name); !bytes.Equal(got, object) {
 		t.Fatal("the S3 object differs after the seizure")
+	}
+}
+
+// TestScrubRewritesAShardOfTheWrongFormat: a shard that passes its own
+// checks but is in another format than its chunk's record (a Plain copy
+// left by a put racing the format switch) is refused by reads and
+// rewritten by the scrubber.
+func TestScrubRewritesAShardOfTheWrongFormat(t *testing.T) {
+	c := start(t, Options{ScrubInterval: 300 * time.Millisecond})
+	ctx := context.Background()
+	data := secretText("format", chunk)
+	id, err := c.Client().Put(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Client().Stat(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := st.Chunks[0]
+	holder := c.Member(ch.Shards[0].Node)
+	codec, _ := erasure.New(6, 3)
+	stripe := codec.NewStripe(len(data))
+	copy(stripe.Buffer(), data)
+	stripe.SetLen(len(data))
+	if err := stripe.Encode(erasure.Plain); err != nil {
+		t.Fatal(err)
+	}
+	h, p := stripe.Shard(ch.ID, 0)
+	if err := storage.Write(ctx, holder.Disk, h, p); err != nil {
+		t.Fatal(err)
+	}
+	mustRead(t, c.Client(holder.Node.URL()), id, data)
+	if err := c.waitFor(ctx, "the scrubber rewriting the shard as Dispersed", func() bool {
+		h, _, err := storage.Read(ctx, holder.Disk, storage.Ref{Chunk: ch.ID, Index: 0})
+		return err == nil && h.Format == erasure.Dispersed
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
