@@ -28,6 +28,7 @@ type Network struct {
 
 	mu      sync.RWMutex
 	blocked map[string]linkState // peer IPs
+	links   map[string]Link      // peer IPs: WAN emulation (wan.go)
 }
 
 type linkState int
@@ -40,7 +41,7 @@ const (
 
 // NewNetwork returns a Network whose outgoing connections come from localIP.
 func NewNetwork(localIP string) *Network {
-	return &Network{local: localIP, blocked: map[string]linkState{}}
+	return &Network{local: localIP, blocked: map[string]linkState{}, links: map[string]Link{}}
 }
 
 // errBlocked is what traffic to a blocked peer fails with.
@@ -139,6 +140,7 @@ type filteredConn struct {
 
 	mu                sync.Mutex
 	readDue, writeDue time.Time
+	delay             *delayLine // once the link to the peer is shaped
 }
 
 // check fails or stalls an operation on a cut link. A stalled one returns
@@ -180,11 +182,31 @@ func (c *filteredConn) Write(p []byte) (int, error) {
 	if err := c.check(true); err != nil {
 		return 0, err
 	}
+	c.mu.Lock()
+	d := c.delay
+	if l := c.net.link(c.RemoteAddr().String()); l.shaped() {
+		if d == nil {
+			d = newDelayLine(c.Conn)
+			c.delay = d
+		}
+		c.mu.Unlock()
+		return d.write(p, l)
+	}
+	c.mu.Unlock()
+	if d != nil { // shaped before: keep the order of what is queued
+		return d.write(p, Link{})
+	}
 	return c.Conn.Write(p)
 }
 
 func (c *filteredConn) Close() error {
 	c.closeOnce.Do(func() { close(c.closed) })
+	c.mu.Lock()
+	d := c.delay
+	c.mu.Unlock()
+	if d != nil {
+		d.close()
+	}
 	return c.Conn.Close()
 }
 
@@ -250,6 +272,11 @@ func (t *filteredTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 func (t *filteredTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	if t.net.isBlocked(a.Addr) {
 		return time.Now(), nil // a lost datagram, as on a cut link
+	}
+	if l := t.net.link(a.Addr); l.shaped() {
+		b = append([]byte(nil), b...)
+		time.AfterFunc(l.Delay+jitter(l), func() { t.NetTransport.WriteToAddress(b, a) })
+		return time.Now(), nil
 	}
 	return t.NetTransport.WriteToAddress(b, a)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/atollstore/atoll/client"
 	"github.com/atollstore/atoll/e2e"
 	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/node"
 )
 
 // Benchmarks of the whole data path through a 3x3 cluster with the
@@ -25,7 +26,8 @@ import (
 // is deduplicated. ATOLL_BENCH_PLAINTEXT=1 runs them without TLS (the
 // "before" of the mTLS comparison in BENCHMARKS.md);
 // ATOLL_BENCH_SHARDS=plain writes Plain shards instead of Dispersed ones
-// (the "before" of the dispersal comparison).
+// (the "before" of the dispersal comparison); ATOLL_BENCH_WAN=80ms puts
+// that round-trip time between regions (0.5 ms within one).
 
 var benchSizes = []int{1 << 20, 64 << 20}
 
@@ -34,6 +36,9 @@ func benchCluster(b *testing.B) (*Cluster, *client.Client) {
 	opts := Options{Plaintext: os.Getenv("ATOLL_BENCH_PLAINTEXT") == "1"}
 	if os.Getenv("ATOLL_BENCH_SHARDS") == "plain" {
 		opts.ShardFormat = erasure.Plain
+	}
+	if rtt, err := time.ParseDuration(os.Getenv("ATOLL_BENCH_WAN")); err == nil && rtt > 0 {
+		opts.WAN = &WAN{Between: node.Link{Delay: rtt / 2}, Within: node.Link{Delay: 250 * time.Microsecond}}
 	}
 	c, err := Start(context.Background(), opts)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/node"
 	"github.com/atollstore/atoll/client"
 	"golang.org/x/sync/errgroup"
 )
@@ -511,5 +512,28 @@ func TestDeletedBlobIsNeverServed(t *testing.T) {
 		return errors.Is(err, blob.ErrNotFound)
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClusterOverAWAN: with 30 ms between regions (node.Link, emulated in
+// user space) the cluster forms, survives a region's loss and returns
+// every byte — and the emulation is real: a put, which needs voters in two
+// regions, takes at least one round trip between them.
+func TestClusterOverAWAN(t *testing.T) {
+	const oneWay = 15 * time.Millisecond
+	c := start(t, Options{WAN: &WAN{Between: node.Link{Delay: oneWay, Jitter: 2 * time.Millisecond}, Within: node.Link{Delay: 250 * time.Microsecond}}})
+	cl := c.Client()
+	blobs := corpus(77, 6)
+	began := time.Now()
+	ids := putAll(t, cl, blobs[:1])
+	if took := time.Since(began); took < 2*oneWay {
+		t.Fatalf("a put across regions took %v, less than a round trip (%v): the WAN is not emulated", took, 2*oneWay)
+	}
+	ids = append(ids, putAll(t, cl, blobs[1:])...)
+	if err := c.KillRegion(c.Regions()[0]); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		mustRead(t, c.Client(c.URLs()...), id, blobs[i])
 	}
 }

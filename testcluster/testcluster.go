@@ -61,8 +61,11 @@ type Options struct {
 	Plaintext bool
 	// ShardFormat: see node.Config (benchmarks comparing formats).
 	ShardFormat erasure.Format
-	Logger      *slog.Logger // default: discard
-	LogOutput   io.Writer    // raft/memberlist logs; default: discard
+	// WAN emulates a wide-area network between the nodes (nil: loopback
+	// as it is); timeouts that a round trip must fit in grow with it.
+	WAN       *WAN
+	Logger    *slog.Logger // default: discard
+	LogOutput io.Writer    // raft/memberlist logs; default: discard
 }
 
 // RegionNames are the names given to regions, in order.
@@ -152,6 +155,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}
 	for _, m := range c.members {
+		c.shape(m)
+	}
+	for _, m := range c.members {
 		if err := c.start(m); err != nil {
 			c.Close()
 			return nil, err
@@ -185,6 +191,13 @@ func (c *Cluster) start(m *Member) error {
 	cfg.Timings = node.LoopbackTimings()
 	cfg.Timings.ShardTimeout = cmp.Or(c.opts.ShardTimeout, cfg.Timings.ShardTimeout)
 	cfg.Timings.ClientIdle = cmp.Or(c.opts.ClientIdle, cfg.Timings.ClientIdle)
+	if w := c.opts.WAN; w != nil {
+		rtt := 2 * (w.Between.Delay + w.Between.Jitter)
+		t := &cfg.Timings
+		t.GossipProbeTimeout = max(t.GossipProbeTimeout, 3*rtt)
+		t.GossipProbe = max(t.GossipProbe, 2*t.GossipProbeTimeout)
+		t.HedgeAfter = max(t.HedgeAfter, 3*rtt)
+	}
 	cfg.Network, cfg.Logger, cfg.LogOutput, cfg.MasterKey = m.Net, c.opts.Logger, c.opts.LogOutput, c.masterKey
 	cfg.WrapStorage = func(s storage.Storage) storage.Storage { m.Disk = faulty.New(s); return m.Disk }
 	if c.pki != nil && m.Creds == nil {
@@ -302,6 +315,7 @@ func (c *Cluster) AddNode(r blob.Region) (*Member, error) {
 	m.Net = node.NewNetwork(m.IP)
 	c.members = append(c.members, m)
 	c.mu.Unlock()
+	c.shape(m)
 	return m, c.start(m)
 }
 
@@ -457,4 +471,27 @@ func (c *Cluster) Close() error {
 		errs = append(errs, os.RemoveAll(c.opts.Dir))
 	}
 	return errors.Join(errs...)
+}
+
+// WAN describes emulated links (node.Link: delay each way, jitter,
+// bandwidth): Between regions and Within one.
+type WAN struct{ Between, Within node.Link }
+
+// shape sets the WAN links between m and every other member, both ways.
+func (c *Cluster) shape(m *Member) {
+	w := c.opts.WAN
+	if w == nil {
+		return
+	}
+	for _, o := range c.Members() {
+		if o == m {
+			continue
+		}
+		l := w.Between
+		if o.Region == m.Region {
+			l = w.Within
+		}
+		m.Net.Shape(l, o.IP)
+		o.Net.Shape(l, m.IP)
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/node"
 	"github.com/atollstore/atoll/pki"
 	"github.com/atollstore/atoll/testcluster"
 )
@@ -23,11 +24,16 @@ func cmdDev(args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	regions := fs.Int("regions", 3, "regions")
 	per := fs.Int("nodes", 3, "nodes per region")
+	wan := fs.Duration("wan", 0, "emulate this round-trip time between regions (e.g. 80ms; 0.5 ms within one)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "starting %d regions x %d nodes...\n", *regions, *per)
-	c, err := testcluster.Start(context.Background(), testcluster.Options{Regions: *regions, NodesPerRegion: *per})
+	opts := testcluster.Options{Regions: *regions, NodesPerRegion: *per}
+	if *wan > 0 {
+		opts.WAN = &testcluster.WAN{Between: node.Link{Delay: *wan / 2}, Within: node.Link{Delay: 250 * time.Microsecond}}
+	}
+	fmt.Fprintf(os.Stderr, "starting %d regions x %d nodes (%v between regions)...\n", *regions, *per, *wan)
+	c, err := testcluster.Start(context.Background(), opts)
 	if err != nil {
 		return err
 	}

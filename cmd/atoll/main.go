@@ -52,7 +52,8 @@ usage:
   atoll key delete [--server URL] KEY       revoke an access key
   atoll snapshot save|restore FILE        back up the cluster's metadata, or restore it
   atoll version                           this binary's version and the data formats it reads
-  atoll dev                               run a 3-region x 3-node cluster in this process
+  atoll dev [--wan 80ms]                  run a 3-region x 3-node cluster in this process
+                                          (--wan: that round-trip time between its regions)
   atoll demo                              show a region being lost without losing data
 
 --server defaults to $ATOLL_SERVER, else https://127.0.0.1:8700; --certs-dir
