@@ -15,8 +15,8 @@ import (
 
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
-	"github.com/atollstore/atoll/node"
 	"github.com/atollstore/atoll/client"
+	"github.com/atollstore/atoll/node"
 	"golang.org/x/sync/errgroup"
 )
 
