@@ -46,7 +46,7 @@ import (
 //
 //	PUT|GET|HEAD /internal/shards/{chunk}/{index}  raw shard file (storage/remote)
 //	POST /internal/apply        raft command, leader only (421 otherwise)
-//	POST /internal/readindex    the leader's read index (after a barrier)
+//	POST /internal/readindex    the leader's read index (confirmed by a heartbeat round)
 //	GET  /internal/info         this node's disk usage
 //	GET  /internal/repair       the leader's repair progress
 //	POST /internal/unreferenced which of these shards no chunk references (leader only)

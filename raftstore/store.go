@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/atollstore/atoll/blob"
@@ -75,6 +76,10 @@ type Store struct {
 	trans *raft.NetworkTransport
 	fsm   *fsm
 	log   *slog.Logger
+	// readyTerm is the term in which this node, as leader, applied a
+	// barrier: from then on its applied index covers every earlier
+	// leader's acknowledged writes (ReadIndex).
+	readyTerm atomic.Uint64
 }
 
 // Open opens (or creates) the store in opts.Dir and starts raft. A fresh
@@ -277,16 +282,42 @@ func (s *Store) Barrier(ctx context.Context) error {
 }
 
 // ReadIndex returns, on the leader, an index such that a replica that has
-// applied it reflects every write committed before the call: a barrier,
-// then the leader's applied index. A replica reading after
-// WaitApplied(ReadIndex) is linearizable.
+// applied it reflects every write acknowledged before the call. A replica
+// reading after WaitApplied(ReadIndex) is linearizable.
+//
+// It is the leader's applied index, confirmed by a heartbeat round to a
+// quorum (raft's VerifyLeader, as etcd's ReadIndex): no log write, no
+// fsync. That index covers every write this leader acknowledged (an Apply
+// returns once applied here) and, once the leader has applied a barrier
+// of its own term, every write earlier leaders acknowledged; the
+// heartbeat round after reading it proves no newer leader could have
+// acknowledged anything meanwhile. So the first read of each term pays a
+// barrier, the others a heartbeat round, and concurrent ones share it
+// (raft coalesces verifications into its next heartbeats).
 func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
-	if err := s.Barrier(ctx); err != nil {
-		return 0, err
+	if !s.IsLeader() {
+		return 0, ErrNotLeader
+	}
+	term := s.raft.CurrentTerm()
+	if s.readyTerm.Load() != term {
+		if err := s.Barrier(ctx); err != nil {
+			return 0, err
+		}
+		if s.raft.CurrentTerm() != term {
+			return 0, fmt.Errorf("%w: the term changed during the barrier", ErrNotLeader)
+		}
+		s.readyTerm.Store(term)
 	}
 	s.fsm.mu.Lock()
-	defer s.fsm.mu.Unlock()
-	return s.fsm.applied, nil
+	idx := s.fsm.applied
+	s.fsm.mu.Unlock()
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	if s.raft.CurrentTerm() != term {
+		return 0, fmt.Errorf("%w: the term changed during the read", ErrNotLeader)
+	}
+	return idx, nil
 }
 
 // WaitApplied waits until this replica has applied index idx.

@@ -453,3 +453,44 @@ func TestLayoutCache(t *testing.T) {
 	}
 	waitFor(t, "the restored layout", func() bool { l, _ := n.s.Layout(); return len(l.Nodes) == 2 })
 }
+
+// TestReadIndexAfterLeaderChange: writes the old leader acknowledged are
+// covered by the new leader's very first read index (it applies a barrier
+// of its own term before trusting its applied index).
+func TestReadIndexAfterLeaderChange(t *testing.T) {
+	nodes := startCluster(t, 0)
+	ctx := context.Background()
+	var ids []blob.ID
+	for i := range 30 {
+		b := testBlob(300+i, blob.Sum([]byte{byte(i), 3}))
+		mustApply(t, nodes, PutBlobCommand(b))
+		ids = append(ids, b.ID)
+	}
+	old := leaderOf(nodes)
+	old.s.Close()
+	var rest []*testNode
+	for _, n := range nodes {
+		if n != old {
+			rest = append(rest, n)
+		}
+	}
+	var l *testNode
+	waitFor(t, "a new leader", func() bool { l = leaderOf(rest); return l != nil })
+	var idx uint64
+	waitFor(t, "a read index", func() bool {
+		var err error
+		idx, err = l.s.ReadIndex(ctx)
+		return err == nil
+	})
+	for _, n := range rest {
+		if err := n.s.WaitApplied(ctx, idx); err != nil {
+			t.Fatal(err)
+		}
+		for i, id := range ids {
+			if _, err := n.s.Blob(id); err != nil {
+				t.Fatalf("%s after the new leader's first read index: blob %d: %v", n.id, i, err)
+			}
+		}
+	}
+	old.s = nil // closed above
+}

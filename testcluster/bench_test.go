@@ -261,3 +261,32 @@ func BenchmarkShare(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkSmall measures 4 KiB puts and gets one at a time through one
+// gateway: metadata round trips, not bytes, bound them.
+func BenchmarkSmall(b *testing.B) {
+	_, cl := benchCluster(b)
+	data := randBytes(rand.New(rand.NewPCG(9, 9)), 4<<10)
+	var id blob.ID
+	b.Run("put-4KiB", func(b *testing.B) {
+		for b.Loop() {
+			stamp(data)
+			var err error
+			if id, err = cl.Put(context.Background(), bytes.NewReader(data)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("get-4KiB", func(b *testing.B) {
+		for b.Loop() {
+			rc, err := cl.Get(context.Background(), id)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n, err := io.Copy(io.Discard, rc); err != nil || n != int64(len(data)) {
+				b.Fatalf("read %d: %v", n, err)
+			}
+			rc.Close()
+		}
+	})
+}
