@@ -42,6 +42,9 @@ type UploadOptions struct {
 	// Progress, if set, is called about ten times a second from one
 	// goroutine, and once more at the end.
 	Progress func(UploadProgress)
+	// Renew is how often the grace of the chunks already sent is renewed
+	// (default RenewEvery); the cluster's orphan grace must exceed it.
+	Renew time.Duration
 }
 
 // UploadProgress counts an upload's bytes so far.
@@ -88,6 +91,9 @@ func (c *Client) Upload(ctx context.Context, r io.ReaderAt, size int64, opts *Up
 	if o.Parallel <= 0 {
 		o.Parallel = 4
 	}
+	if o.Renew <= 0 {
+		o.Renew = RenewEvery
+	}
 	u := &upload{c: c, r: r, size: size, opts: o, queued: map[blob.ID]bool{}}
 	stopProgress := u.reportProgress()
 	res, err := u.run(ctx, size)
@@ -125,9 +131,10 @@ func (u *upload) hold(id blob.ID) {
 	u.heldMu.Unlock()
 }
 
-// renew keeps the held chunks' grace fresh until stop is closed.
-func (u *upload) renew(ctx context.Context, stop <-chan struct{}) {
-	t := time.NewTicker(RenewEvery)
+// renew keeps the held chunks' grace fresh, every period, until stop is
+// closed.
+func (u *upload) renew(ctx context.Context, period time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
@@ -180,7 +187,7 @@ func (u *upload) run(ctx context.Context, size int64) (*UploadResult, error) {
 	}
 	stopRenew := make(chan struct{})
 	renewed := make(chan struct{})
-	go func() { defer close(renewed); u.renew(ctx, stopRenew) }()
+	go func() { defer close(renewed); u.renew(ctx, u.opts.Renew, stopRenew) }()
 	err := g.Wait()
 	close(stopRenew)
 	<-renewed

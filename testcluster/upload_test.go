@@ -106,11 +106,10 @@ func TestUploadSendsOnlyWhatIsMissing(t *testing.T) {
 // finished are dropped after the grace and their shards reclaimed; lying
 // manifests and chunks are refused.
 func TestUploadResumesAndReclaims(t *testing.T) {
-	// NB: the grace must outlast the resumed upload from its have-check
-	// (which renews the grace of the chunks already there) to its verified
-	// manifest: under -race on two cores that took up to 14 s, and chunks
-	// acknowledged before the cut were dropped and sent again.
-	const grace = 30 * time.Second
+	// NB: a short grace keeps the reclaiming below quick; the uploads
+	// renew theirs every second (under -race on two cores a resumed upload
+	// took up to 14 s from its have-check to its manifest).
+	const grace = 5 * time.Second
 	c := start(t, Options{OrphanGrace: grace, ScrubInterval: 300 * time.Millisecond})
 	cl := c.Client()
 	r := rand.New(rand.NewPCG(10, 10))
@@ -118,7 +117,9 @@ func TestUploadResumesAndReclaims(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var sentBeforeCut int64
-	opts := *smallCDC
+	renewing := *smallCDC
+	renewing.Renew = time.Second
+	opts := renewing
 	opts.Progress = func(p client.UploadProgress) {
 		if p.Sent >= p.Size/2 {
 			sentBeforeCut = p.Sent
@@ -131,7 +132,7 @@ func TestUploadResumesAndReclaims(t *testing.T) {
 	if sentBeforeCut == 0 {
 		t.Fatal("the upload was not cut halfway")
 	}
-	rest := upload(t, cl, data, smallCDC)
+	rest := upload(t, cl, data, &renewing)
 	if rest.BytesSent > int64(len(data))-sentBeforeCut {
 		t.Fatalf("resumed upload sent %d bytes; %d of %d were already acknowledged", rest.BytesSent, sentBeforeCut, len(data))
 	}
