@@ -1,7 +1,6 @@
 package raftstore
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
@@ -12,19 +11,8 @@ import (
 // TestLinks: a link needs its blob and a free ID; it can be deleted; the
 // purge drops it once expired or once its blob is gone, and only then.
 func TestLinks(t *testing.T) {
-	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
-	startNode(t, n)
-	defer func() { n.s.Close() }()
-	n.s.Bootstrap(n.id)
-	try := func(cmd Command) error {
-		t.Helper()
-		var err error
-		waitFor(t, "apply", func() bool {
-			_, err = n.s.Apply(context.Background(), cmd)
-			return !errors.Is(err, ErrNotLeader)
-		})
-		return err
-	}
+	n := soloNode(t)
+	try := tryApply([]*testNode{n})
 	b := testBlob(1)
 	if err := try(PutBlobCommand(b)); err != nil {
 		t.Fatal(err)

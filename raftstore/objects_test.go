@@ -14,10 +14,7 @@ import (
 // each other and with blobs (reference counts across both), listing order
 // with prefix and start-after, and a rejected command changing nothing.
 func TestBucketsAndObjects(t *testing.T) {
-	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
-	startNode(t, n)
-	defer func() { n.s.Close() }()
-	n.s.Bootstrap(n.id)
+	n := soloNode(t)
 	nodes := []*testNode{n}
 	try := func(cmd Command) error {
 		t.Helper()
@@ -150,10 +147,7 @@ func TestBucketsAndObjects(t *testing.T) {
 // TestMultipartUploads: parts hold their chunks until the upload is
 // completed (the object takes them over) or aborted (nothing is left).
 func TestMultipartUploads(t *testing.T) {
-	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
-	startNode(t, n)
-	defer func() { n.s.Close() }()
-	n.s.Bootstrap(n.id)
+	n := soloNode(t)
 	nodes := []*testNode{n}
 	must := func(cmd Command) {
 		t.Helper()

@@ -51,6 +51,17 @@ func leaderOf(nodes []*testNode) *testNode {
 	return nil
 }
 
+// soloNode starts a bootstrapped one-node cluster, closed at the end of
+// the test.
+func soloNode(t *testing.T) *testNode {
+	t.Helper()
+	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
+	startNode(t, n)
+	t.Cleanup(func() { n.s.Close() })
+	n.s.Bootstrap(n.id)
+	return n
+}
+
 func mustApply(t *testing.T, nodes []*testNode, cmd Command) *Blob {
 	t.Helper()
 	var res *Blob
@@ -160,10 +171,7 @@ func TestClusterReplicatesAndSurvivesLeaderLoss(t *testing.T) {
 }
 
 func TestRefcountsAndDedup(t *testing.T) {
-	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
-	startNode(t, n)
-	defer func() { n.s.Close() }()
-	n.s.Bootstrap(n.id)
+	n := soloNode(t)
 	nodes := []*testNode{n}
 	shared, onlyA := blob.Sum([]byte("s")), blob.Sum([]byte("a"))
 	a := testBlob(1, shared, onlyA, shared)
@@ -307,10 +315,7 @@ func allAlive(l Layout) map[blob.NodeID]bool {
 // reuses it takes a reference, and only unreferenced chunks staged before
 // the cutoff are dropped.
 func TestStagedChunks(t *testing.T) {
-	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
-	startNode(t, n)
-	defer func() { n.s.Close() }()
-	n.s.Bootstrap(n.id)
+	n := soloNode(t)
 	nodes := []*testNode{n}
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	used, abandoned, fresh := blob.Sum([]byte("u")), blob.Sum([]byte("x")), blob.Sum([]byte("f"))
@@ -416,10 +421,7 @@ func TestReadIndexIsLinearizable(t *testing.T) {
 // TestLayoutCache: the cached layout follows every layout command and a
 // restore, and callers cannot change it through what they were given.
 func TestLayoutCache(t *testing.T) {
-	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
-	startNode(t, n)
-	defer func() { n.s.Close() }()
-	n.s.Bootstrap(n.id)
+	n := soloNode(t)
 	set := func(id string) {
 		t.Helper()
 		waitFor(t, "apply", func() bool {

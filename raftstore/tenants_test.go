@@ -1,7 +1,6 @@
 package raftstore
 
 import (
-	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -14,19 +13,8 @@ import (
 // release deletes the blob; proofs of holding a chunk come with a put or a
 // staged upload and go with the chunk.
 func TestTenants(t *testing.T) {
-	n := &testNode{id: "solo", dir: t.TempDir(), addr: "127.0.0.1:0"}
-	startNode(t, n)
-	defer func() { n.s.Close() }()
-	n.s.Bootstrap(n.id)
-	try := func(cmd Command) error {
-		t.Helper()
-		var err error
-		waitFor(t, "apply", func() bool {
-			_, err = n.s.Apply(context.Background(), cmd)
-			return !errors.Is(err, ErrNotLeader)
-		})
-		return err
-	}
+	n := soloNode(t)
+	try := tryApply([]*testNode{n})
 	must := func(cmd Command) {
 		t.Helper()
 		if err := try(cmd); err != nil {
