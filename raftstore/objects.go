@@ -128,14 +128,8 @@ func applyDeleteBucket(txn *badger.Txn, name string) error {
 	if err := getJSON(txn, bucketKey(name), &Bucket{}); err != nil {
 		return bucketErr(name, err)
 	}
-	for _, p := range [][]byte{objectPrefix(name), uploadsPrefix(name)} { // uploads in progress count, as in S3
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
-		it.Rewind()
-		found := it.Valid()
-		it.Close()
-		if found {
-			return fmt.Errorf("%s: %w", name, ErrBucketNotEmpty)
-		}
+	if hasRows(txn, objectPrefix(name)) || hasRows(txn, uploadsPrefix(name)) { // uploads in progress count, as in S3
+		return fmt.Errorf("%s: %w", name, ErrBucketNotEmpty)
 	}
 	return txn.Delete(bucketKey(name))
 }

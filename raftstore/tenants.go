@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/atollstore/atoll/blob"
@@ -75,11 +76,9 @@ func own(txn *badger.Txn, b Blob, tenant string) error {
 // deletePrefix deletes every FSM row under p.
 func deletePrefix(txn *badger.Txn, p []byte) error {
 	var keys [][]byte
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
+	if err := scanTxn(txn, p, func(k, _ []byte) error { keys = append(keys, bytes.Clone(k)); return nil }); err != nil {
+		return err
 	}
-	it.Close()
 	for _, k := range keys {
 		if err := txn.Delete(k); err != nil {
 			return err
@@ -95,20 +94,18 @@ func applyReleaseBlob(txn *badger.Txn, r ReleaseBlob) error {
 	if err := txn.Delete(ownerKey(r.ID, r.Owner)); err != nil {
 		return err
 	}
-	if owners, err := rowsUnder(txn, ownerKey(r.ID, "")); err != nil || owners > 0 {
-		return err
+	if hasRows(txn, ownerKey(r.ID, "")) {
+		return nil
 	}
 	return applyDeleteBlob(txn, r.ID)
 }
 
-func rowsUnder(txn *badger.Txn, p []byte) (int, error) {
+// hasRows reports whether any FSM row lies under prefix p.
+func hasRows(txn *badger.Txn, p []byte) bool {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
 	defer it.Close()
-	n := 0
-	for it.Rewind(); it.Valid(); it.Next() {
-		n++
-	}
-	return n, nil
+	it.Rewind()
+	return it.Valid()
 }
 
 // Owners returns the tenants owning blob id (none for a blob stored before
