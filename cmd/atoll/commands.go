@@ -104,13 +104,17 @@ func cmdGet(args []string) error {
 	out := fs.String("o", "", "write to this file instead of stdout")
 	cont := fs.Bool("continue", false, "resume a partial -o FILE from where it stopped")
 	quiet := fs.Bool("quiet", false, "no progress bar")
-	if pos, err := parse(fs, args); err == nil && len(pos) == 1 && strings.Contains(pos[0], "://") {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 1 && strings.Contains(pos[0], "://") {
 		if *cont {
 			return usagef("--continue is for blob IDs, not links")
 		}
 		return getLink(context.Background(), cn, pos[0], *out, *quiet)
 	}
-	id, err := oneID(fs, args)
+	id, err := idArg(pos)
 	if err != nil {
 		return err
 	}

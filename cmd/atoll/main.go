@@ -185,6 +185,11 @@ func oneID(fs *flag.FlagSet, args []string) (blob.ID, error) {
 	if err != nil {
 		return blob.ID{}, err
 	}
+	return idArg(pos)
+}
+
+// idArg is the blob ID that must be the only positional argument.
+func idArg(pos []string) (blob.ID, error) {
 	if len(pos) != 1 {
 		return blob.ID{}, usagef("want exactly one ID")
 	}
