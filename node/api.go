@@ -165,10 +165,7 @@ func (n *Node) blobFromPath(w http.ResponseWriter, r *http.Request) *raftstore.B
 		writeError(w, err)
 		return nil
 	}
-	b, err := n.lookup(r.Context(), id)
-	if err == nil {
-		err = n.mayAccess(r, id)
-	}
+	b, err := n.lookupFor(r, id)
 	if err != nil {
 		writeError(w, fmt.Errorf("blob %s: %w", id, err))
 		return nil

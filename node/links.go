@@ -44,10 +44,7 @@ func (n *Node) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The caller must reach the blob: a content hash is no key to it.
-	b, err := n.lookup(r.Context(), req.Blob)
-	if err == nil {
-		err = n.mayAccess(r, req.Blob)
-	}
+	b, err := n.lookupFor(r, req.Blob)
 	var l raftstore.Layout
 	if err == nil {
 		l, err = n.meta.Layout()

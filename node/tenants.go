@@ -38,23 +38,22 @@ func (n *Node) owner(r *http.Request) string {
 	return t
 }
 
-// mayAccess returns nil if r's caller may reach blob id: an operator
-// always; a tenant if it owns the blob, or if the blob has no owner (it
-// was stored before tenants). Otherwise the blob does not exist for it.
-// The caller has synced (lookup).
-func (n *Node) mayAccess(r *http.Request, id blob.ID) error {
-	c := callerOf(r)
-	if c.Operator {
-		return nil
+// lookupFor is lookup for r's caller: an operator reaches every blob; a
+// tenant one it owns, or one with no owner (stored before tenants).
+// Otherwise the blob does not exist for it.
+func (n *Node) lookupFor(r *http.Request, id blob.ID) (*raftstore.Blob, error) {
+	b, err := n.lookup(r.Context(), id)
+	if err != nil || callerOf(r).Operator {
+		return b, err
 	}
 	owners, err := n.meta.Owners(id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if len(owners) > 0 && !slices.Contains(owners, c.Tenant) {
-		return fmt.Errorf("blob %s: %w", id, blob.ErrNotFound)
+	if len(owners) > 0 && !slices.Contains(owners, callerOf(r).Tenant) {
+		return nil, fmt.Errorf("blob %s: %w", id, blob.ErrNotFound)
 	}
-	return nil
+	return b, nil
 }
 
 // deleteBlob deletes blob id for r's caller: an operator deletes it
