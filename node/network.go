@@ -70,8 +70,15 @@ func (n *Network) Heal() {
 }
 
 func (n *Network) state(addr string) linkState {
+	st, _ := n.peer(addr)
+	return st
+}
+
+// peer returns whether addr's host is cut off, and the shaping of the
+// link to it (wan.go).
+func (n *Network) peer(addr string) (linkState, Link) {
 	if n == nil {
-		return linkUp
+		return linkUp, Link{}
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -79,10 +86,8 @@ func (n *Network) state(addr string) linkState {
 	}
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	return n.blocked[host]
+	return n.blocked[host], n.links[host]
 }
-
-func (n *Network) isBlocked(addr string) bool { return n.state(addr) != linkUp }
 
 // DialContext dials addr from the node's IP unless addr is blocked.
 func (n *Network) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -143,10 +148,10 @@ type filteredConn struct {
 	delay             *delayLine // once the link to the peer is shaped
 }
 
-// check fails or stalls an operation on a cut link. A stalled one returns
-// a timeout at its deadline, or an error when the conn is closed.
-func (c *filteredConn) check(write bool) error {
-	switch c.net.state(c.RemoteAddr().String()) {
+// check fails or stalls an operation on a link in state st. A stalled one
+// returns a timeout at its deadline, or an error when the conn is closed.
+func (c *filteredConn) check(st linkState, write bool) error {
+	switch st {
 	case linkRefused:
 		c.Close()
 		return &net.OpError{Op: "read", Net: "tcp", Err: errBlocked}
@@ -172,19 +177,20 @@ func (c *filteredConn) check(write bool) error {
 }
 
 func (c *filteredConn) Read(p []byte) (int, error) {
-	if err := c.check(false); err != nil {
+	if err := c.check(c.net.state(c.RemoteAddr().String()), false); err != nil {
 		return 0, err
 	}
 	return c.Conn.Read(p)
 }
 
 func (c *filteredConn) Write(p []byte) (int, error) {
-	if err := c.check(true); err != nil {
+	st, l := c.net.peer(c.RemoteAddr().String())
+	if err := c.check(st, true); err != nil {
 		return 0, err
 	}
 	c.mu.Lock()
 	d := c.delay
-	if l := c.net.link(c.RemoteAddr().String()); l.shaped() {
+	if l.shaped() {
 		if d == nil {
 			d = newDelayLine(c.Conn)
 			c.delay = d
@@ -270,10 +276,11 @@ func (t *filteredTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 }
 
 func (t *filteredTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if t.net.isBlocked(a.Addr) {
+	st, l := t.net.peer(a.Addr)
+	if st != linkUp {
 		return time.Now(), nil // a lost datagram, as on a cut link
 	}
-	if l := t.net.link(a.Addr); l.shaped() {
+	if l.shaped() {
 		b = append([]byte(nil), b...)
 		time.AfterFunc(l.Delay+jitter(l), func() { t.NetTransport.WriteToAddress(b, a) })
 		return time.Now(), nil

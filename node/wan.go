@@ -34,19 +34,6 @@ func (n *Network) Shape(link Link, ips ...string) {
 	}
 }
 
-func (n *Network) link(addr string) Link {
-	if n == nil {
-		return Link{}
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return n.links[host]
-}
-
 // delayLine delivers a connection's writes after the link's delay, paced
 // to its bandwidth, without blocking the writer for the delay (bytes in
 // flight, as on a real path) — up to maxInFlight bytes, like a socket's
