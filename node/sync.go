@@ -10,19 +10,20 @@ import (
 	"github.com/atollstore/atoll/raftstore"
 )
 
-// Apply commits a raftstore command through the leader and waits until
-// this node's replica has applied it, so the caller reads its own write
-// here at once.
+// Apply commits a raftstore command through the leader. It does not wait
+// for this node's replica to apply it: every read that must see it calls
+// Sync first, which waits then (a write's latency does not include the
+// time this replica takes to hear of the commit).
 func (n *Node) Apply(ctx context.Context, cmd raftstore.Command) error {
-	if _, err := n.apply(ctx, cmd); err != nil {
-		return err
-	}
-	return n.Sync(ctx)
+	_, err := n.apply(ctx, cmd)
+	return err
 }
 
 // Sync makes this node's replica reflect every write committed before the
 // call (a raft read index obtained from the leader), so reads of Meta()
-// that follow are linearizable. It costs the leader a barrier.
+// that follow are linearizable. It costs the leader a heartbeat round to a
+// quorum (raftstore.ReadIndex), and this replica the wait until it hears
+// of the commits up to that index (within raft's CommitTimeout).
 func (n *Node) Sync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()

@@ -39,7 +39,8 @@ func chunkKey(id blob.ID) []byte { return append([]byte{prefixFSM, 'c'}, id[:]..
 
 // fsm applies commands to badger. Each Apply writes its effects and the
 // applied index in one transaction, so replaying an already-applied entry
-// after a restart is a no-op.
+// after a restart is a no-op. Applies are not synced: a crash may lose the
+// last ones, and raft replays them from the (synced) log.
 type fsm struct {
 	db *badger.DB
 
@@ -462,7 +463,13 @@ func compareStrings(a, b string) int {
 }
 
 // Snapshot captures a consistent badger read view; Persist streams it.
+// It first syncs the FSM: a restart does not load the snapshot but
+// replays the log after it (NoSnapshotRestoreOnStart), so what the
+// snapshot covers must already be on disk — raft may drop those entries.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.db.Sync(); err != nil {
+		return nil, err
+	}
 	return &fsmSnapshot{txn: f.db.NewTransaction(false)}, nil
 }
 
@@ -521,6 +528,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := f.db.Update(func(txn *badger.Txn) error { return txn.Set(keyRestoring, nil) }); err != nil {
 		return err
 	}
+	if err := f.db.Sync(); err != nil { // the marker before the drop
+		return err
+	}
 	if err := dropFSM(f.db); err != nil {
 		return err
 	}
@@ -544,6 +554,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		}
 	}
 	if err := wb.Flush(); err != nil {
+		return err
+	}
+	if err := f.db.Sync(); err != nil { // the state before the marker goes
 		return err
 	}
 	if err := f.db.Update(func(txn *badger.Txn) error { return txn.Delete(keyRestoring) }); err != nil {

@@ -19,8 +19,10 @@ const (
 	prefixFSM    = 'f'
 )
 
-// logStore implements raft.LogStore and raft.StableStore on badger. The DB
-// is opened with SyncWrites, so every method is durable when it returns.
+// logStore implements raft.LogStore and raft.StableStore on badger. Every
+// write syncs the DB before it returns, so it is durable — and so is every
+// FSM write made before it (badger's logs are sequential), which is what
+// lets the FSM write without syncing.
 type logStore struct {
 	db          *badger.DB
 	first, last atomic.Uint64 // cached bounds; 0 when empty
@@ -113,6 +115,9 @@ func (s *logStore) StoreLogs(logs []*raft.Log) error {
 	if err := txn.Commit(); err != nil {
 		return err
 	}
+	if err := s.db.Sync(); err != nil {
+		return err
+	}
 	if s.first.Load() == 0 || logs[0].Index < s.first.Load() {
 		s.first.Store(logs[0].Index)
 	}
@@ -159,13 +164,19 @@ func (s *logStore) DeleteRange(min, max uint64) error {
 	if err := txn.Commit(); err != nil {
 		return err
 	}
+	if err := s.db.Sync(); err != nil {
+		return err
+	}
 	return s.loadBounds()
 }
 
 func stableKey(k []byte) []byte { return append([]byte{prefixStable}, k...) }
 
 func (s *logStore) Set(k, v []byte) error {
-	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(stableKey(k), v) })
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(stableKey(k), v) }); err != nil {
+		return err
+	}
+	return s.db.Sync()
 }
 
 func (s *logStore) Get(k []byte) ([]byte, error) {

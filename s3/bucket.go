@@ -122,6 +122,19 @@ func (s *Server) bucket(r *request) (raftstore.Bucket, *Error) {
 	return b, nil
 }
 
+// bucketForWrite checks, before a write stores any bytes, that the
+// request's bucket exists. The local replica answers when it knows the
+// bucket — the commit checks again, so a bucket deleted meanwhile still
+// refuses the write — and only a miss waits for the leader's read index
+// (the bucket may be new): a write pays no read round trip of its own.
+func (s *Server) bucketForWrite(r *request) *Error {
+	if _, err := s.node.Meta().Bucket(r.bucket); err == nil {
+		return nil
+	}
+	_, err := s.bucket(r)
+	return err
+}
+
 // validBucketName applies S3's rules for new buckets: 3–63 characters of
 // lower-case letters, digits, dots and hyphens, starting and ending with a
 // letter or digit, no "..", not an IP address.

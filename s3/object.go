@@ -83,7 +83,7 @@ func (s *Server) putObject(w http.ResponseWriter, r *request) *Error {
 	if r.ContentLength > MaxObjectSize {
 		return errEntityTooLarge
 	}
-	if _, err := s.bucket(r); err != nil {
+	if err := s.bucketForWrite(r); err != nil {
 		return err
 	}
 	rec, sum, err := s.store(r, r.body, MaxObjectSize)
@@ -240,7 +240,7 @@ func (s *Server) deleteObjects(w http.ResponseWriter, r *request) *Error {
 	if len(in.Objects) > 1000 {
 		return errorf(http.StatusBadRequest, "MalformedXML", "at most 1000 keys per request")
 	}
-	if _, err := s.bucket(r); err != nil {
+	if err := s.bucketForWrite(r); err != nil {
 		return err
 	}
 	type deleted struct {
