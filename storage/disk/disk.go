@@ -32,6 +32,7 @@ type Store struct {
 	dir   string
 	used  atomic.Int64   // bytes in shard files
 	locks [64]sync.Mutex // striped by shard: orders writes against removal
+	made  sync.Map       // fan-out directories known to exist durably
 }
 
 var _ storage.Storage = (*Store)(nil)
@@ -40,6 +41,9 @@ var _ storage.Storage = (*Store)(nil)
 // files of writes a crash interrupted: they were never visible.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := syncDir(filepath.Dir(dir)); err != nil {
 		return nil, err
 	}
 	s := &Store{dir: dir}
@@ -98,7 +102,7 @@ func (s *Store) Receive(ctx context.Context, ref storage.Ref, r io.Reader) error
 	mu := s.lock(ref)
 	mu.Lock()
 	defer mu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+	if err := s.mkdir(filepath.Dir(final)); err != nil {
 		return diskErr(err)
 	}
 	f, err := os.CreateTemp(filepath.Dir(final), filepath.Base(final)+".*.tmp")
@@ -182,6 +186,23 @@ func (s *Store) RemoveIfOlder(ctx context.Context, ref storage.Ref, cutoff time.
 	}
 	s.used.Add(-info.Size())
 	return true, syncDir(filepath.Dir(p))
+}
+
+// mkdir makes sure the fan-out directory dir exists and its entry is
+// durable (a shard's fsync'd directory is no use if the directory itself
+// can vanish in a crash), once per directory and process.
+func (s *Store) mkdir(dir string) error {
+	if _, ok := s.made.Load(dir); ok {
+		return nil
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := syncDir(s.dir); err != nil {
+		return err
+	}
+	s.made.Store(dir, true)
+	return nil
 }
 
 func syncDir(dir string) error {
