@@ -52,26 +52,39 @@ func millionObjects(b *testing.B, n int) {
 			ETag:   `"` + strings.Repeat("0123456789abcdef", 2) + `"`, ContentType: "image/jpeg", Modified: time.Now().UTC()}
 	}
 
-	// Fill, 256 puts in flight (raft batches them into log writes).
-	leader := leaderOf(nodes)
+	// Fill, 256 puts in flight (raft batches them into log writes). A
+	// leader change under the load is waited out, as a gateway would.
 	start := time.Now()
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	var failed atomic.Value
+	var mu sync.Mutex
+	var failed error
 	for range 256 {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				if _, err := leader.s.Apply(context.Background(), PutObjectCommand(object(i))); err != nil {
-					failed.Store(err)
+				var err error
+				for try := 0; try < 50; try++ {
+					if l := leaderOf(nodes); l != nil {
+						if _, err = l.s.Apply(context.Background(), PutObjectCommand(object(i))); err == nil {
+							break
+						}
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				if err != nil {
+					mu.Lock()
+					failed = err
+					mu.Unlock()
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if err, _ := failed.Load().(error); err != nil {
-		b.Fatal(err)
+	if failed != nil {
+		b.Fatal(failed)
 	}
+	leader := leaderOf(nodes)
 	fill := time.Since(start)
 	b.ReportMetric(float64(n)/fill.Seconds(), "puts/s")
 	target := appliedOf(leader.s)
@@ -96,7 +109,9 @@ func millionObjects(b *testing.B, n int) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	b.ReportMetric(float64(rss())/3/(1<<20), "RSS-MiB/node")
+	anon, file := rss()
+	b.ReportMetric(float64(anon)/3/(1<<20), "RSS-anon-MiB/node")
+	b.ReportMetric(float64(file)/3/(1<<20), "RSS-file-MiB/node") // badger's mmapped tables and logs
 	b.ReportMetric(float64(ms.HeapInuse)/3/(1<<20), "heap-MiB/node")
 
 	// List the whole bucket, 1000 keys a page, each page a fresh seek.
@@ -185,17 +200,20 @@ func dirSize(dir string) int64 {
 	return total
 }
 
-// rss is the process's resident set in bytes (Linux), 0 if unknown.
-func rss() int64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
+// rss is the process's resident set in bytes (Linux; 0 if unknown):
+// anonymous memory, and file pages (mmapped files, which the kernel may
+// drop and read again).
+func rss() (anon, file int64) {
+	data, _ := os.ReadFile("/proc/self/status")
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
+		name, v, _ := strings.Cut(line, ":")
+		kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		switch name {
+		case "RssAnon":
+			anon = kb << 10
+		case "RssFile":
+			file = kb << 10
 		}
 	}
-	return 0
+	return anon, file
 }

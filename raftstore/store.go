@@ -130,12 +130,15 @@ func (s *Store) start(opts Options, dir string) error {
 	if tcpAddr.Port == 0 && !tcpAddr.IP.IsUnspecified() {
 		addr = nil // advertise the port the kernel picks (NB: an untyped nil)
 	}
+	// NB: 16 appends in flight per follower (raft's default is 2): across
+	// regions a round trip is tens of ms, and with 2 a new entry often
+	// waits behind an empty append in flight (shared/DEPS.md §1.2).
+	tc := &raft.NetworkTransportConfig{MaxPool: 8, MaxRPCsInFlight: 16, Timeout: 5 * time.Second, Logger: hclogger(opts.LogOutput, "transport")}
 	var trans *raft.NetworkTransport
 	if opts.Stream != nil {
-		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream: streamAdapter{opts.Stream}, MaxPool: 8, Timeout: 5 * time.Second, Logger: hclogger(opts.LogOutput, "transport"),
-		})
-	} else if trans, err = raft.NewTCPTransportWithLogger(opts.Bind, addr, 8, 5*time.Second, hclogger(opts.LogOutput, "transport")); err != nil {
+		tc.Stream = streamAdapter{opts.Stream}
+		trans = raft.NewNetworkTransportWithConfig(tc)
+	} else if trans, err = raft.NewTCPTransportWithConfig(opts.Bind, addr, tc); err != nil {
 		return fmt.Errorf("raftstore: listen %s: %w", opts.Bind, err)
 	}
 	s.trans = trans
@@ -420,14 +423,14 @@ func (s *Store) Blob(id blob.ID) (*Blob, error) {
 func (s *Store) Chunk(id blob.ID) (Chunk, error) {
 	var cr chunkRecord
 	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, chunkKey(id), &cr) })
-	return Chunk{ID: id, Len: cr.Len, Shards: cr.Shards, Format: cr.Format}, err
+	return cr.chunk(id), err
 }
 
 // Chunks calls fn for every committed chunk, in ID order, from the local
 // replica, stopping early if fn returns false.
 func (s *Store) Chunks(fn func(Chunk, int, int) bool) error {
 	return s.scanChunks(func(id blob.ID, cr chunkRecord) bool {
-		return fn(Chunk{ID: id, Len: cr.Len, Shards: cr.Shards, Format: cr.Format}, cr.K, cr.M)
+		return fn(cr.chunk(id), cr.K, cr.M)
 	})
 }
 
