@@ -36,6 +36,8 @@ type Stat struct {
 type ChunkStat struct {
 	ID     blob.ID     `json:"id"`
 	Len    int64       `json:"len"`
+	K      int         `json:"k"` // the chunk's code: small chunks have their own
+	M      int         `json:"m"`
 	Shards []ShardStat `json:"shards"`
 }
 

@@ -271,6 +271,9 @@ func (s *Stripe) Fill(r io.Reader, max int) (int, error) {
 	return n, err
 }
 
+// Codec returns the codec the stripe encodes with.
+func (s *Stripe) Codec() *Codec { return s.c }
+
 // SetLen declares the first n bytes of Data() to be the chunk, for callers
 // that filled the buffer themselves.
 func (s *Stripe) SetLen(n int) { s.n = n }

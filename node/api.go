@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -174,19 +175,57 @@ func (n *Node) blobFromPath(w http.ResponseWriter, r *http.Request) *raftstore.B
 }
 
 func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
+	id, err := blob.ParseID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	// A record this replica holds is fetched from at once while the leader's
+	// read index confirms it in parallel (a deleted blob is never served):
+	// nothing, not even the status, is sent before the confirmation, and a
+	// get waits for the longer of the two rounds instead of both in turn.
+	if b, err := n.meta.Blob(id); err == nil && n.mayRead(r, id) == nil {
+		confirmed := make(chan error, 1)
+		go func() {
+			_, err := n.lookupFor(r, id)
+			confirmed <- err
+		}()
+		n.serveBlob(w, r, b, sync.OnceValue(func() error {
+			if err := <-confirmed; err != nil {
+				return fmt.Errorf("blob %s: %w", id, err)
+			}
+			return nil
+		}))
+		return
+	}
 	if b := n.blobFromPath(w, r); b != nil {
-		n.serveBlob(w, r, b)
+		n.serveBlob(w, r, b, nil)
 	}
 }
 
-// serveBlob answers a GET or HEAD of blob b, with Range and ETag.
-func (n *Node) serveBlob(w http.ResponseWriter, r *http.Request, b *raftstore.Blob) {
+// serveBlob answers a GET or HEAD of blob b, with Range and ETag. If
+// confirm is not nil, it must return nil before anything is sent; else its
+// error is the answer.
+func (n *Node) serveBlob(w http.ResponseWriter, r *http.Request, b *raftstore.Blob, confirm func() error) {
 	etag := `"` + b.ID.String() + `"`
 	h := w.Header()
+	if confirm == nil {
+		confirm = func() error { return nil }
+	}
+	failed := func(err error) {
+		for _, k := range []string{"ETag", "Accept-Ranges", "Content-Type", "Content-Length", "Content-Range"} {
+			h.Del(k)
+		}
+		writeError(w, err)
+	}
 	h.Set("ETag", etag)
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Content-Type", "application/octet-stream")
 	if inm := r.Header.Get("If-None-Match"); inm != "" && (inm == etag || inm == "*") {
+		if err := confirm(); err != nil {
+			failed(err)
+			return
+		}
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
@@ -195,6 +234,10 @@ func (n *Node) serveBlob(w http.ResponseWriter, r *http.Request, b *raftstore.Bl
 		var ok bool
 		off, length, ok = ParseRange(rg, b.Size)
 		if !ok {
+			if err := confirm(); err != nil {
+				failed(err)
+				return
+			}
 			h.Set("Content-Range", fmt.Sprintf("bytes */%d", b.Size))
 			writeJSON(w, http.StatusRequestedRangeNotSatisfiable, blob.Error{Code: "invalid_range", Message: fmt.Sprintf("range %q not satisfiable for %d bytes", rg, b.Size)})
 			return
@@ -206,16 +249,23 @@ func (n *Node) serveBlob(w http.ResponseWriter, r *http.Request, b *raftstore.Bl
 	}
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	if r.Method == http.MethodHead || length == 0 {
+		if err := confirm(); err != nil {
+			failed(err)
+			return
+		}
 		w.WriteHeader(status)
 		return
 	}
 	lw := NewLazyWriter(w, status)
+	lw.Before = confirm
 	if err := n.WriteRange(r.Context(), b, off, length, lw); err != nil {
 		if !lw.Started() {
-			// Nothing sent yet: a proper error, which clients fail over from.
-			h.Del("Content-Length")
-			h.Del("Content-Range")
-			writeError(w, err)
+			// Nothing sent yet: a proper error, which clients fail over from
+			// (a record that is gone explains a failed fetch best).
+			if cerr := confirm(); cerr != nil {
+				err = cerr
+			}
+			failed(err)
 			return
 		}
 		// Mid-stream: abort the connection so the client sees a truncated
@@ -231,6 +281,9 @@ type LazyWriter struct {
 	w       http.ResponseWriter
 	status  int
 	started bool
+	// Before, if set, runs before the status is sent; its error fails the
+	// write and sends nothing.
+	Before func() error
 }
 
 // NewLazyWriter returns a writer that answers status with its first byte.
@@ -243,6 +296,11 @@ func (l *LazyWriter) Started() bool { return l.started }
 
 func (l *LazyWriter) Write(p []byte) (int, error) {
 	if !l.started {
+		if l.Before != nil {
+			if err := l.Before(); err != nil {
+				return 0, err
+			}
+		}
 		l.started = true
 		l.w.WriteHeader(l.status)
 	}
@@ -312,7 +370,7 @@ func (n *Node) handleStat(w http.ResponseWriter, r *http.Request) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	for ci, c := range b.Chunks {
-		st.Chunks[ci] = api.ChunkStat{ID: c.ID, Len: c.Len, Shards: make([]api.ShardStat, len(c.Shards))}
+		st.Chunks[ci] = api.ChunkStat{ID: c.ID, Len: c.Len, K: cmp.Or(c.K, b.K), M: cmp.Or(c.M, b.M), Shards: make([]api.ShardStat, len(c.Shards))}
 		for si, id := range c.Shards {
 			ss := &st.Chunks[ci].Shards[si]
 			*ss = api.ShardStat{Index: si, Node: id}

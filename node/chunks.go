@@ -107,7 +107,8 @@ func (n *Node) PutChunk(ctx context.Context, owner string, id blob.ID, r io.Read
 		return false, ctx.Err()
 	}
 	st := n.chunkStripes.Get().(*erasure.Stripe)
-	defer n.chunkStripes.Put(st)
+	put := func() { n.chunkStripes.Put(st) }
+	defer func() { put() }()
 	got, err := st.Fill(r, api.MaxChunkSize)
 	switch {
 	case err == io.EOF || got == 0:
@@ -131,15 +132,14 @@ func (n *Node) PutChunk(ctx context.Context, owner string, id blob.ID, r io.Read
 		return false, fmt.Errorf("%w: the cluster has not formed yet", blob.ErrUnavailable)
 	}
 	c := raftstore.Chunk{ID: id, Len: int64(got)}
-	if err := n.writeChunk(ctx, layout, st, &c); err != nil || (c.Reused && owner == "") {
+	var coded *erasure.Stripe
+	coded, put = n.stripeFor(st, &n.chunkStripes, layout)
+	if err := n.writeChunk(ctx, layout, coded, &c); err != nil || (c.Reused && owner == "") {
 		return false, err
 	}
 	stored = !c.Reused
 	c.Reused = false
-	cmd := raftstore.StageChunkCommand(raftstore.StagedChunk{
-		Chunk: c, Owner: owner,
-		K: n.cfg.K, M: n.cfg.M, At: time.Now().UTC(),
-	})
+	cmd := raftstore.StageChunkCommand(raftstore.StagedChunk{Chunk: c, Owner: owner, At: time.Now().UTC()})
 	if _, err := n.apply(ctx, cmd); err != nil {
 		return false, fmt.Errorf("committing chunk %s: %w", id, err)
 	}
@@ -183,7 +183,7 @@ func (n *Node) PutManifest(ctx context.Context, owner string, m api.Manifest) (*
 	for _, ref := range m.Chunks {
 		c, ok := found[ref.ID]
 		switch {
-		case !ok || len(c.Shards) != n.codec.N():
+		case !ok || len(c.Shards) != c.K+c.M:
 			missing++
 			continue
 		case c.Len != ref.Len:

@@ -37,10 +37,6 @@ func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length in
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	codec, err := n.codecFor(b.K, b.M)
-	if err != nil {
-		return err
-	}
 	type fetched struct {
 		start int64  // offset of the chunk in the blob
 		plain []byte // the chunk's bytes, verified
@@ -63,7 +59,15 @@ func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length in
 				return
 			}
 			go func() {
-				_, plain, err := n.fetchChunk(ctx, codec, c, n.chunkBuf())
+				var plain []byte
+				k, m := b.K, b.M
+				if c.K != 0 { // its own code (records read back always state it)
+					k, m = c.K, c.M
+				}
+				codec, err := n.codecFor(k, m)
+				if err == nil {
+					_, plain, err = n.fetchChunk(ctx, codec, c, n.chunkBuf())
+				}
 				res <- fetched{start: cStart, plain: plain, err: err}
 			}()
 		}
@@ -209,11 +213,13 @@ func shardHeader(codec *erasure.Codec, c raftstore.Chunk, i int, p []byte) erasu
 	return erasure.Header{Format: chunkFormat(c), K: codec.K(), M: codec.M(), Index: i, ChunkLen: c.Len, ShardLen: len(p), Chunk: c.ID, Checksum: erasure.Checksum(p)}
 }
 
-// codecFor returns a codec for k+m: the node's own, or a new one for
-// chunks written under another configuration.
+// codecFor returns a codec for k+m: the node's main or small one, or a
+// new one for chunks written under another configuration.
 func (n *Node) codecFor(k, m int) (*erasure.Codec, error) {
-	if k == n.codec.K() && m == n.codec.M() {
-		return n.codec, nil
+	for _, c := range []*erasure.Codec{n.codec, n.small} {
+		if k == c.K() && m == c.M() {
+			return c, nil
+		}
 	}
 	return erasure.New(k, m)
 }

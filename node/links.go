@@ -105,7 +105,7 @@ func (n *Node) handleGetLink(w http.ResponseWriter, r *http.Request) {
 func (n *Node) handleLinkContent(w http.ResponseWriter, r *http.Request) {
 	if _, b, ok := n.openLink(w, r); ok {
 		w.Header().Set("Cache-Control", "no-store")
-		n.serveBlob(w, r, b)
+		n.serveBlob(w, r, b, nil)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/erasure"
+	"github.com/atollstore/atoll/placement"
 	"github.com/atollstore/atoll/raftstore"
 	"github.com/zeebo/blake3"
 	"golang.org/x/sync/errgroup"
@@ -95,10 +96,11 @@ func (n *Node) StoreStream(ctx context.Context, r io.Reader) (*raftstore.Blob, e
 			whole.Write(st.Data())
 			c := &raftstore.Chunk{Len: int64(got)}
 			chunks = append(chunks, c)
+			coded, put := n.stripeFor(st, &n.stripes, layout)
 			g.Go(func() (err error) {
-				defer release()
-				c.ID = blob.Sum(st.Data())
-				return n.writeChunk(gctx, layout, st, c)
+				defer func() { put(); <-slots }()
+				c.ID = blob.Sum(coded.Data())
+				return n.writeChunk(gctx, layout, coded, c)
 			})
 			if err != nil {
 				return err
@@ -120,16 +122,40 @@ func (n *Node) StoreStream(ctx context.Context, r io.Reader) (*raftstore.Blob, e
 	return &rec, nil
 }
 
+// stripeFor returns the stripe chunk st (of the main code, from pool)
+// is coded with: st itself, or for a small chunk (smallChunk) a stripe of
+// the small code holding a copy, st going back to pool at once. put
+// returns the stripe in use to its pool.
+func (n *Node) stripeFor(st *erasure.Stripe, pool *sync.Pool, layout raftstore.Layout) (coded *erasure.Stripe, put func()) {
+	if !n.smallChunk(len(st.Data()), layout) {
+		return st, func() { pool.Put(st) }
+	}
+	small := n.smallStripes.Get().(*erasure.Stripe)
+	small.SetLen(copy(small.Buffer(), st.Data()))
+	pool.Put(st)
+	return small, func() { n.smallStripes.Put(small) }
+}
+
+// smallChunk reports whether a chunk of size bytes is coded with the
+// small code: by its size alone, so every writer of the same content codes
+// it alike (shards of two codes under one chunk ID would clash), once
+// every member applies chunks with a code of their own.
+func (n *Node) smallChunk(size int, layout raftstore.Layout) bool {
+	return size <= n.cfg.SmallMax && everyMemberApplies(layout, smallChunkCommands)
+}
+
+// smallChunkCommands is the command version of chunks with their own code.
+const smallChunkCommands = 3
+
 // writeChunk encodes the stripe holding chunk c (c.ID and c.Len set) in
-// the cluster's shard format and makes all k+m shards durable, each on its
-// placed node. A node that fails is replaced by the next best live one
-// (placement.Fill), so a put succeeds while any region is down. It sets
-// c's format and the node of each shard, and marks c Reused if it was
-// already stored (then nothing is written, and the commit checks it is
-// still referenced).
+// the cluster's shard format and makes all k+m shards of the stripe's
+// code durable, each on its placed node. A node that fails is replaced by
+// the next best live one (placement.Fill), so a put succeeds while any
+// region is down. It sets c's format, code and the node of each shard, and marks c Reused if it was already stored (then
+// nothing is written, and the commit checks it is still referenced).
 func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *erasure.Stripe, c *raftstore.Chunk) error {
-	if have, err := n.meta.Chunk(c.ID); err == nil && len(have.Shards) == n.codec.N() {
-		c.Shards, c.Format, c.Reused = have.Shards, have.Format, true // content already stored (chunks are content-addressed)
+	if have, err := n.meta.Chunk(c.ID); err == nil && len(have.Shards) == have.K+have.M {
+		c.Shards, c.Format, c.K, c.M, c.Reused = have.Shards, have.Format, have.K, have.M, true // content already stored (chunks are content-addressed)
 		return nil
 	}
 	format := shardFormat(layout)
@@ -137,16 +163,19 @@ func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *eras
 		return err
 	}
 	c.Format = uint8(format)
+	codec := st.Codec()
+	c.K, c.M = codec.K(), codec.M()
+	policy := placement.Policy{K: codec.K(), M: codec.M()}
 	id := c.ID
 	candidates := n.liveNodes(layout)
-	assign := make([]blob.NodeID, n.codec.N())
-	done := make([]bool, n.codec.N())
+	assign := make([]blob.NodeID, codec.N())
+	done := make([]bool, codec.N())
 	var lastErr error
 	for attempt := 0; attempt < 4; attempt++ {
 		if len(candidates) == 0 {
 			break
 		}
-		if err := n.policy.Fill(placementNodes(candidates), id, assign); err != nil {
+		if err := policy.Fill(placementNodes(candidates), id, assign); err != nil {
 			return err
 		}
 		failed := n.writeShards(ctx, candidates, st, id, assign, done)
@@ -175,7 +204,7 @@ func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *eras
 	if errors.Is(lastErr, blob.ErrNoSpace) {
 		return fmt.Errorf("chunk %s: %w", id, lastErr)
 	}
-	return fmt.Errorf("%w: chunk %s: could not store all %d shards: %v", blob.ErrUnavailable, id, n.codec.N(), lastErr)
+	return fmt.Errorf("%w: chunk %s: could not store all %d shards: %v", blob.ErrUnavailable, id, codec.N(), lastErr)
 }
 
 // writeShards writes, in parallel, the shards whose slots are not done,

@@ -43,17 +43,30 @@ func (n *Node) owner(r *http.Request) string {
 // Otherwise the blob does not exist for it.
 func (n *Node) lookupFor(r *http.Request, id blob.ID) (*raftstore.Blob, error) {
 	b, err := n.lookup(r.Context(), id)
-	if err != nil || callerOf(r).Operator {
-		return b, err
+	if err == nil {
+		err = n.mayRead(r, id)
 	}
-	owners, err := n.meta.Owners(id)
 	if err != nil {
 		return nil, err
 	}
-	if len(owners) > 0 && !slices.Contains(owners, callerOf(r).Tenant) {
-		return nil, fmt.Errorf("blob %s: %w", id, blob.ErrNotFound)
-	}
 	return b, nil
+}
+
+// mayRead reports, from this replica, whether r's caller may read blob id:
+// an operator may; a tenant if it owns it, or if no tenant does (blobs
+// from before tenants). Otherwise the blob is not found, for that tenant.
+func (n *Node) mayRead(r *http.Request, id blob.ID) error {
+	if callerOf(r).Operator {
+		return nil
+	}
+	owners, err := n.meta.Owners(id)
+	if err != nil {
+		return err
+	}
+	if len(owners) > 0 && !slices.Contains(owners, callerOf(r).Tenant) {
+		return fmt.Errorf("blob %s: %w", id, blob.ErrNotFound)
+	}
+	return nil
 }
 
 // deleteBlob deletes blob id for r's caller: an operator deletes it

@@ -13,7 +13,9 @@
 //
 //  1. distinct nodes (a node holds two shards of a chunk only when fewer
 //     than n nodes are available, e.g. during a region outage);
-//  2. at most m shards in any region, so losing a region loses at most m;
+//  2. at most RegionCap shards in any region: at most m, so losing a
+//     region loses at most m, and fewer than k, so no region alone holds
+//     enough shards to decode (with dispersal, to learn anything);
 //  3. spread over zones inside a region.
 //
 // Data shards (index < k) go to the best-scoring nodes.
@@ -44,11 +46,15 @@ type Policy struct{ K, M int }
 // N is the number of shards per chunk.
 func (p Policy) N() int { return p.K + p.M }
 
+// RegionCap is the most shards of a chunk one region should hold:
+// min(m, k-1), and at least 1.
+func (p Policy) RegionCap() int { return max(1, min(p.M, p.K-1)) }
+
 // ToleratesRegionLoss reports whether nodes span enough regions that every
-// chunk can keep at most m shards per region, so that losing any one region
-// leaves k shards of every chunk.
+// chunk can keep at most RegionCap shards per region, so that losing any
+// one region leaves k shards of every chunk.
 func (p Policy) ToleratesRegionLoss(nodes []Node) bool {
-	return len(Regions(nodes))*p.M >= p.N()
+	return len(Regions(nodes))*p.RegionCap() >= p.N()
 }
 
 // Regions returns the distinct regions of nodes, sorted.
@@ -113,7 +119,7 @@ func (p Policy) Fill(nodes []Node, id blob.ID, assign []blob.NodeID) error {
 	n := p.N()
 	// Caps only grow, so picks from a stricter pass stay valid in later ones.
 	for nodeCap := 1; nodeCap <= n; nodeCap++ {
-		for regionCap := p.M; regionCap <= n; regionCap++ {
+		for regionCap := p.RegionCap(); regionCap <= n; regionCap++ {
 			for zoneCap := 1; zoneCap <= n; zoneCap++ {
 				for _, c := range ranked {
 					if empty == 0 {

@@ -97,6 +97,35 @@ func TestRulesHold(t *testing.T) {
 	}
 }
 
+// TestNoRegionCanDecode: a code with k <= m (3+3) must still keep fewer
+// than k shards in every region, or one seized region could decode the
+// chunk; 3+3 over three regions is 2+2+2.
+func TestNoRegionCanDecode(t *testing.T) {
+	p := Policy{3, 3}
+	if p.RegionCap() != 2 || p.RegionsNeeded() != 3 || (Policy{6, 3}).RegionCap() != 3 || (Policy{1, 2}).RegionCap() != 1 {
+		t.Fatalf("caps: 3+3 %d (needs %d regions), 6+3 %d, 1+2 %d", p.RegionCap(), p.RegionsNeeded(), Policy{6, 3}.RegionCap(), Policy{1, 2}.RegionCap())
+	}
+	for _, tc := range []struct{ regions, per int }{{3, 3}, {3, 5}, {4, 2}} {
+		nodes := grid(tc.regions, tc.per)
+		reg := regionOf(nodes)
+		if !p.ToleratesRegionLoss(nodes) {
+			t.Fatalf("%dx%d: 3+3 does not tolerate a region loss", tc.regions, tc.per)
+		}
+		for _, id := range ids(500) {
+			a, _ := p.Place(nodes, id)
+			perRegion := map[blob.Region]int{}
+			for _, n := range a {
+				if perRegion[reg[n]]++; perRegion[reg[n]] >= p.K {
+					t.Fatalf("%dx%d: region %s holds %d shards of %v, enough to decode", tc.regions, tc.per, reg[n], perRegion[reg[n]], a)
+				}
+			}
+		}
+	}
+	if p.ToleratesRegionLoss(grid(2, 5)) {
+		t.Fatal("3+3 over two regions claims to tolerate a region loss")
+	}
+}
+
 func TestZonesSpread(t *testing.T) {
 	// 3 regions x 4 nodes in 2 zones each: 3 shards per region must use both zones.
 	p := Policy{6, 3}

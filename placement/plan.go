@@ -9,8 +9,8 @@ import (
 )
 
 // RegionsNeeded is how many regions the nodes must span for every chunk to
-// keep at most m shards per region: ceil(n/m).
-func (p Policy) RegionsNeeded() int { return (p.N() + p.M - 1) / p.M }
+// keep at most RegionCap shards per region: ceil(n/RegionCap).
+func (p Policy) RegionsNeeded() int { return (p.N() + p.RegionCap() - 1) / p.RegionCap() }
 
 // Target returns where chunk id's shards should be, given their current
 // locations, or nil if they already are there. It is the placement over
@@ -89,7 +89,7 @@ func (p Policy) Assess(members []Member) (ok bool, warnings []string) {
 	if !p.ToleratesRegionLoss(live) {
 		ok = false
 		warnings = append(warnings, fmt.Sprintf("live nodes span %d region(s); %d+%d with at most %d shards per region needs %d: losing a region can lose data",
-			len(Regions(live)), p.K, p.M, p.M, p.RegionsNeeded()))
+			len(Regions(live)), p.K, p.M, p.RegionCap(), p.RegionsNeeded()))
 	}
 	for _, r := range Regions(live) {
 		if liveVoters-liveVotersIn[r] <= voters/2 {

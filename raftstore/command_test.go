@@ -209,3 +209,47 @@ func TestPoisonPillThroughRaft(t *testing.T) {
 	}
 	mustApply(t, nodes, PutBlobCommand(testBlob(78, blob.Sum([]byte("and after the restart")))))
 }
+
+// TestStagedChunkDecodesOldCode: entries before version 3 wrote a staged
+// chunk's code as "K" and "M" beside the embedded chunk; they decode into
+// the chunk's own code.
+func TestStagedChunkDecodesOldCode(t *testing.T) {
+	var sc StagedChunk
+	if err := json.Unmarshal([]byte(`{"id":"`+blob.Sum([]byte("x")).String()+`","len":10,"shards":["a","b","c"],"K":2,"M":1,"at":"2026-01-02T03:04:05Z"}`), &sc); err != nil {
+		t.Fatal(err)
+	}
+	if sc.K != 2 || sc.M != 1 || len(sc.Shards) != 3 {
+		t.Fatalf("decoded %+v", sc)
+	}
+}
+
+// TestOwnCodeNeedsVersion3: a chunk whose code differs from its blob's is
+// version 3 (an older replica would apply it with the blob's code); one
+// that states the blob's own code is not.
+func TestOwnCodeNeedsVersion3(t *testing.T) {
+	b := testBlob(1, blob.Sum([]byte("c")))
+	b.K, b.M = 6, 3
+	b.Chunks[0].K, b.Chunks[0].M = 6, 3
+	if v := PutBlobCommand(b).Version(); v != 1 {
+		t.Fatalf("a chunk of the blob's own code: version %d", v)
+	}
+	b.Chunks[0].K, b.Chunks[0].M = 3, 3
+	if v := PutBlobCommand(b).Version(); v != 3 {
+		t.Fatalf("a chunk of another code: version %d", v)
+	}
+
+	// Applied, the chunk's record has its own code, and reads carry it.
+	n := soloNode(t)
+	b.Chunks[0].Shards = []blob.NodeID{"a", "b", "c", "d", "e", "f"}
+	mustApply(t, []*testNode{n}, PutBlobCommand(b))
+	if c, err := n.s.Chunk(b.Chunks[0].ID); err != nil || c.K != 3 || c.M != 3 || len(c.Shards) != 6 {
+		t.Fatalf("chunk record: %+v %v", c, err)
+	}
+	if got, err := n.s.Blob(b.ID); err != nil || got.K != 6 || got.Chunks[0].K != 3 || got.Chunks[0].M != 3 {
+		t.Fatalf("blob record: %+v %v", got, err)
+	}
+	b.ID, b.Chunks[0].ID, b.Chunks[0].Shards = blob.Sum([]byte("other")), blob.Sum([]byte("d")), b.Chunks[0].Shards[:3]
+	if _, err := n.s.Apply(context.Background(), PutBlobCommand(b)); err == nil {
+		t.Fatal("a chunk with 3 locations for 3+3 was accepted")
+	}
+}

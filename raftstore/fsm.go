@@ -285,10 +285,14 @@ func addRefs(txn *badger.Txn, cs []Chunk, k, m int) error {
 			if c.Reused {
 				return fmt.Errorf("chunk %s: %w", c.ID, ErrChunkGone)
 			}
-			if len(c.Shards) != k+m {
-				return fmt.Errorf("raftstore: chunk %s has %d shard locations, want %d", c.ID, len(c.Shards), k+m)
+			ck, cm := k, m
+			if c.K != 0 {
+				ck, cm = c.K, c.M
 			}
-			cr = chunkRecord{Len: c.Len, K: k, M: m, Shards: c.Shards, Format: c.Format}
+			if ck < 1 || cm < 1 || len(c.Shards) != ck+cm {
+				return fmt.Errorf("raftstore: chunk %s has %d shard locations for %d+%d", c.ID, len(c.Shards), ck, cm)
+			}
+			cr = chunkRecord{Len: c.Len, K: ck, M: cm, Shards: c.Shards, Format: c.Format}
 		case err != nil:
 			return err
 		}

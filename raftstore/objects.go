@@ -335,7 +335,7 @@ func fillShards(txn *badger.Txn, cs []Chunk) error {
 		if err := getJSON(txn, chunkKey(c.ID), &cr); err != nil {
 			return fmt.Errorf("raftstore: chunk %s: %w", c.ID, err)
 		}
-		cs[i].Shards, cs[i].Format = cr.Shards, cr.Format
+		cs[i].Shards, cs[i].Format, cs[i].K, cs[i].M = cr.Shards, cr.Format, cr.K, cr.M
 	}
 	return nil
 }

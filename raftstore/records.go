@@ -3,6 +3,7 @@ package raftstore
 import (
 	"net/http"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/atollstore/atoll/blob"
@@ -33,6 +34,11 @@ type Chunk struct {
 	// Format is the shard format (erasure.Format) its shards were coded
 	// in; 0 means 1 (Plain), what chunks written before formats existed use.
 	Format uint8 `json:"format,omitempty"`
+	// K and M are the chunk's own erasure code, when it differs from its
+	// blob's (small chunks use a cheaper one); 0 means the blob's. Records
+	// read back always carry them.
+	K int `json:"k,omitempty"`
+	M int `json:"m,omitempty"`
 	// Reused marks a chunk a put did not write because it was already
 	// stored: the commit must find it still referenced, since its shards
 	// may be reclaimed once no blob holds it.
@@ -125,11 +131,15 @@ type chunkRecord struct {
 	Format uint8         `json:"format,omitempty"`
 }
 
+// chunk is the record as the Chunk it describes.
+func (cr chunkRecord) chunk(id blob.ID) Chunk {
+	return Chunk{ID: id, Len: cr.Len, Shards: cr.Shards, Format: cr.Format, K: cr.K, M: cr.M}
+}
+
 // StagedChunk is a chunk stored ahead of the blob that will reference it
 // (client-side chunking uploads chunks, then commits a manifest).
 type StagedChunk struct {
-	Chunk
-	K, M int
+	Chunk // with its code (K, M; entries before version 3 wrote them as "K", "M", which decode into the same fields)
 	// At is when it was staged, set by the proposer (the FSM must not read
 	// clocks). Staging a chunk again refreshes it.
 	At time.Time `json:"at"`
@@ -163,14 +173,17 @@ type ShardMove struct {
 // CommandVersion is the newest command version this build applies. A
 // command is stamped with the version of its operation (Command.Version),
 // and a replica refuses (deterministically, as a rejected command) one
-// newer than it knows. Version 2 added share links. A node proposes an
+// newer than it knows. Version 2 added share links, version 3 chunks with
+// a code of their own (Chunk.K, Chunk.M). A node proposes an
 // operation of a new version only once every member of the layout applies
 // it (Member.Commands), or replicas of two releases would diverge.
-const CommandVersion = 2
+const CommandVersion = 3
 
 // Version is the command version c's operation needs.
 func (c Command) Version() int {
 	switch {
+	case c.ownCodes():
+		return 3
 	case c.PutLink != nil, c.DeleteLink != nil, c.DropLinks != nil, c.ReleaseBlob != nil,
 		c.PutBlob != nil && c.PutBlob.Owner != "", c.StageChunk != nil && c.StageChunk.Owner != "":
 		return 2
@@ -225,20 +238,31 @@ const (
 
 // chunks counts the chunk references c carries.
 func (c Command) chunks() int {
-	n := 0
-	if c.PutBlob != nil {
-		n += len(c.PutBlob.Chunks)
+	cs, _, _ := c.chunkList()
+	return len(cs)
+}
+
+// chunkList returns the chunks c's operation references and the code
+// they have unless they state their own.
+func (c Command) chunkList() ([]Chunk, int, int) {
+	switch {
+	case c.PutBlob != nil:
+		return c.PutBlob.Chunks, c.PutBlob.K, c.PutBlob.M
+	case c.PutObject != nil:
+		return c.PutObject.Chunks, c.PutObject.K, c.PutObject.M
+	case c.PutPart != nil:
+		return c.PutPart.Part.Chunks, c.PutPart.Part.K, c.PutPart.Part.M
+	case c.CompleteUpload != nil:
+		return c.CompleteUpload.Object.Chunks, c.CompleteUpload.Object.K, c.CompleteUpload.Object.M
 	}
-	if c.PutObject != nil {
-		n += len(c.PutObject.Chunks)
-	}
-	if c.PutPart != nil {
-		n += len(c.PutPart.Part.Chunks)
-	}
-	if c.CompleteUpload != nil {
-		n += len(c.CompleteUpload.Object.Chunks)
-	}
-	return n
+	return nil, 0, 0
+}
+
+// ownCodes reports whether a chunk of c states a code other than the one
+// it would have without (a release before version 3 ignores the field).
+func (c Command) ownCodes() bool {
+	cs, k, m := c.chunkList()
+	return slices.ContainsFunc(cs, func(ch Chunk) bool { return ch.K != 0 && (ch.K != k || ch.M != m) })
 }
 
 // operations counts the operations set in c (a valid command has one).

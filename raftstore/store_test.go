@@ -323,7 +323,7 @@ func TestStagedChunks(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	used, abandoned, fresh := blob.Sum([]byte("u")), blob.Sum([]byte("x")), blob.Sum([]byte("f"))
 	stage := func(id blob.ID, at time.Time) {
-		cmd := StageChunkCommand(StagedChunk{Chunk: Chunk{ID: id, Len: 10, Shards: []blob.NodeID{"a", "b", "c"}}, K: 2, M: 1, At: at})
+		cmd := StageChunkCommand(StagedChunk{Chunk: Chunk{ID: id, Len: 10, Shards: []blob.NodeID{"a", "b", "c"}, K: 2, M: 1}, At: at})
 		mustApply(t, nodes, cmd)
 	}
 	stage(used, t0)
@@ -334,7 +334,7 @@ func TestStagedChunks(t *testing.T) {
 	stage(touched, t0)
 	touch := TouchStagedCommand(TouchStaged{IDs: []blob.ID{touched}, At: t0.Add(time.Hour)})
 	mustApply(t, nodes, touch) // found by a have-check: its clock restarts too
-	bad := StageChunkCommand(StagedChunk{Chunk: Chunk{ID: blob.Sum([]byte("bad")), Len: 10, Shards: []blob.NodeID{"a"}}, K: 2, M: 1, At: t0})
+	bad := StageChunkCommand(StagedChunk{Chunk: Chunk{ID: blob.Sum([]byte("bad")), Len: 10, Shards: []blob.NodeID{"a"}, K: 2, M: 1}, At: t0})
 	if _, err := leaderOf(nodes).s.Apply(context.Background(), bad); err == nil {
 		t.Fatal("a staged chunk with 1 of 3 shard locations was accepted")
 	}

@@ -37,8 +37,8 @@ func TestTenants(t *testing.T) {
 	if !holds("alice", chunk) || !holds("bob", chunk) || holds("carol", chunk) {
 		t.Fatal("proofs of holding the chunk")
 	}
-	must(StageChunkCommand(StagedChunk{Chunk: Chunk{ID: staged, Len: 10, Shards: []blob.NodeID{"a", "b", "c"}}, K: 2, M: 1, At: time.Now(), Owner: "carol"}))
-	must(StageChunkCommand(StagedChunk{Chunk: Chunk{ID: chunk, Len: 10, Shards: []blob.NodeID{"a", "b", "c"}}, K: 2, M: 1, At: time.Now(), Owner: "carol"}))
+	must(StageChunkCommand(StagedChunk{Chunk: Chunk{ID: staged, Len: 10, Shards: []blob.NodeID{"a", "b", "c"}, K: 2, M: 1}, At: time.Now(), Owner: "carol"}))
+	must(StageChunkCommand(StagedChunk{Chunk: Chunk{ID: chunk, Len: 10, Shards: []blob.NodeID{"a", "b", "c"}, K: 2, M: 1}, At: time.Now(), Owner: "carol"}))
 	if !holds("carol", staged) || !holds("carol", chunk) {
 		t.Fatal("a staged upload proves holding, also of a chunk others stored")
 	}

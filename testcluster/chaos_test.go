@@ -27,6 +27,9 @@ func start(t *testing.T, opts Options) *Cluster {
 	if opts.ChunkSize == 0 {
 		opts.ChunkSize = chunk
 	}
+	if opts.SmallMax == 0 {
+		opts.SmallMax = chunk / 2 // corpora then hold chunks of both codes
+	}
 	c, err := Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -166,8 +169,8 @@ func TestRegionLoss(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, ch := range st.Chunks {
-				if len(ch.Shards) != 9 {
-					t.Fatalf("chunk written during outage has %d shards, want 9", len(ch.Shards))
+				if len(ch.Shards) != ch.K+ch.M {
+					t.Fatalf("chunk written during outage has %d shards, want %d+%d", len(ch.Shards), ch.K, ch.M)
 				}
 				for _, s := range ch.Shards {
 					if s.Region == victim || !s.Healthy {

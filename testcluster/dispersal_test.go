@@ -48,6 +48,11 @@ func TestSeizedRegionLearnsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	stored[id] = streamed
+	small := secretText("small", 3000) // one chunk of the small code
+	if id, err = c.Client().Put(ctx, bytes.NewReader(small)); err != nil {
+		t.Fatal(err)
+	}
+	stored[id] = small
 	uploaded := secretText("uploaded", 3<<20) // client-side chunking: chunks staged, then a manifest
 	stored[upload(t, c.Client(), uploaded, nil).ID] = uploaded
 	object := secretText("s3 object", 2*chunk+5)
@@ -61,7 +66,7 @@ func TestSeizedRegionLearnsNothing(t *testing.T) {
 	}
 
 	windows := map[string]bool{}
-	for _, p := range [][]byte{streamed, uploaded, object} {
+	for _, p := range [][]byte{streamed, small, uploaded, object} {
 		for i := 0; i+32 <= len(p); i++ {
 			windows[string(p[i:i+32])] = true
 		}
@@ -102,25 +107,33 @@ func TestSeizedRegionLearnsNothing(t *testing.T) {
 	if len(held) == 0 {
 		t.Fatalf("read %d files and found no shard: the test looks in the wrong place", files)
 	}
-	codec, _ := erasure.New(6, 3)
+	smallCode := 0
 	for chunk, hs := range held {
-		if len(hs) > 3 {
-			t.Errorf("the seized region holds %d shards of chunk %s, more than m", len(hs), chunk)
+		k, m := hs[0].K, hs[0].M
+		if k == 4 && m == 2 {
+			smallCode++
+		}
+		if len(hs) > m || len(hs) >= k {
+			t.Errorf("the seized region holds %d shards of chunk %s (%d+%d): more than m, or enough to decode", len(hs), chunk, k, m)
 		}
 		for _, h := range hs {
 			if h.Format != erasure.Dispersed {
 				t.Errorf("chunk %s shard %d is %s", chunk, h.Index, h.Format)
 			}
 		}
-		shards := make([][]byte, 9)
+		shards := make([][]byte, k+m)
 		for _, h := range hs {
 			shards[h.Index] = make([]byte, h.ShardLen)
 		}
+		codec, _ := erasure.New(k, m)
 		if _, err := codec.Decode(shards, hs[0].ChunkLen, erasure.Dispersed, nil); !errors.Is(err, erasure.ErrTooFewShards) {
 			t.Errorf("chunk %s: decoding the seized shards: %v, want too few shards", chunk, err)
 		}
 	}
-	t.Logf("seized region %s: %d files, shards of %d chunks, no plaintext window", seized, files, len(held))
+	if smallCode == 0 {
+		t.Error("no chunk of the small code (4+2) among the seized shards: the small write path went untested")
+	}
+	t.Logf("seized region %s: %d files, shards of %d chunks (%d of the small code), no plaintext window", seized, files, len(held), smallCode)
 
 	for id, want := range stored {
 		mustRead(t, c.Client(), id, want) // the running nodes: the other regions

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
 	"github.com/atollstore/atoll/placement"
@@ -100,25 +101,33 @@ func (l *load) finish(t *testing.T) {
 func locations(t *testing.T, cl *client.Client, ids []blob.ID) map[blob.ID][]blob.NodeID {
 	t.Helper()
 	out := map[blob.ID][]blob.NodeID{}
+	for id, ch := range chunkStats(t, cl, ids) {
+		for _, s := range ch.Shards {
+			out[id] = append(out[id], s.Node)
+		}
+	}
+	return out
+}
+
+// chunkStats returns the stat of every chunk of ids.
+func chunkStats(t *testing.T, cl *client.Client, ids []blob.ID) map[blob.ID]api.ChunkStat {
+	t.Helper()
+	out := map[blob.ID]api.ChunkStat{}
 	for _, id := range ids {
 		st, err := cl.Stat(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, ch := range st.Chunks {
-			var nodes []blob.NodeID
-			for _, s := range ch.Shards {
-				nodes = append(nodes, s.Node)
-			}
-			out[ch.ID] = nodes
+			out[ch.ID] = ch
 		}
 	}
 	return out
 }
 
 // placementHolds reports whether every chunk sits exactly where placement
-// over the active nodes puts it.
-func placementHolds(cl *client.Client, locs map[blob.ID][]blob.NodeID) bool {
+// over the active nodes puts it, by its own code.
+func placementHolds(cl *client.Client, chunks map[blob.ID]api.ChunkStat) bool {
 	ci, err := cl.Cluster(context.Background())
 	if err != nil {
 		return false
@@ -129,13 +138,16 @@ func placementHolds(cl *client.Client, locs map[blob.ID][]blob.NodeID) bool {
 			active = append(active, placement.Node{ID: n.ID, Region: n.Region, Zone: n.Zone})
 		}
 	}
-	p := placement.Policy{K: ci.K, M: ci.M}
-	for chunk, have := range locs {
-		want, err := p.Place(active, chunk)
+	for chunk, ch := range chunks {
+		want, err := placement.Policy{K: ch.K, M: ch.M}.Place(active, chunk)
 		if err != nil {
 			return false
 		}
-		a, b := slices.Clone(have), slices.Clone(want)
+		var a []blob.NodeID
+		for _, s := range ch.Shards {
+			a = append(a, s.Node)
+		}
+		b := slices.Clone(want)
 		slices.Sort(a)
 		slices.Sort(b)
 		if !slices.Equal(a, b) {
@@ -163,7 +175,7 @@ func TestAddNodesUnderLoad(t *testing.T) {
 		}
 	}
 	err := c.waitFor(context.Background(), "rebalance onto the new nodes", func() bool {
-		return placementHolds(cl, locations(t, cl, ids))
+		return placementHolds(cl, chunkStats(t, cl, ids))
 	})
 	time.Sleep(5 * time.Second) // readers keep going past the old copies' reclamation
 	l.finish(t)

@@ -3,6 +3,7 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -201,7 +202,7 @@ func TestReturningRegion(t *testing.T) {
 	c.RestartRegion(victim)
 	waitAlive(t, c)
 	err := c.waitFor(context.Background(), "chunks to move back and stale shards to go", func() bool {
-		if !placementHolds(cl, locations(t, cl, ids)) {
+		if !placementHolds(cl, chunkStats(t, cl, ids)) {
 			return false
 		}
 		ci, err := cl.Cluster(context.Background())
@@ -231,9 +232,51 @@ func shardBytes(t *testing.T, cl *client.Client, ids []blob.ID) int64 {
 		for _, ch := range st.Chunks {
 			if !seen[ch.ID] {
 				seen[ch.ID] = true
-				total += int64(len(ch.Shards)) * (erasure.HeaderSize + erasure.ShardSize(ch.Len, st.K))
+				total += int64(len(ch.Shards)) * (erasure.HeaderSize + erasure.ShardSize(erasure.Dispersed.PackageLen(ch.Len), ch.K))
 			}
 		}
 	}
 	return total
+}
+
+// TestSmallObjectsSurviveRegionLoss: chunks of at most SmallMax bytes are
+// coded 4+2 — six shards, two per region — and, like every chunk, stay
+// readable when a region is lost and are rebuilt on the survivors (three
+// per region then: still fewer than k, so neither survivor can decode).
+func TestSmallObjectsSurviveRegionLoss(t *testing.T) {
+	c := start(t, Options{DeadAfter: time.Second})
+	cl := c.Client()
+	r := rand.New(rand.NewPCG(81, 81))
+	var blobs [][]byte
+	for _, n := range []int{1, 100, 4 << 10, chunk / 2, chunk/2 + 1} {
+		blobs = append(blobs, randBytes(r, n))
+	}
+	ids := putAll(t, cl, blobs)
+	codes := func() []string {
+		var out []string
+		for i, id := range ids {
+			st, err := cl.Stat(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch := st.Chunks[0]
+			per := map[blob.Region]int{}
+			for _, s := range ch.Shards {
+				per[s.Region]++
+			}
+			out = append(out, fmt.Sprintf("%d bytes: %d+%d, %d shards, %d regions", len(blobs[i]), ch.K, ch.M, len(ch.Shards), len(per)))
+		}
+		return out
+	}
+	want := []string{
+		"1 bytes: 4+2, 6 shards, 3 regions", "100 bytes: 4+2, 6 shards, 3 regions", "4096 bytes: 4+2, 6 shards, 3 regions",
+		"16384 bytes: 4+2, 6 shards, 3 regions", "16385 bytes: 6+3, 9 shards, 3 regions",
+	}
+	if got := codes(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("codes:\n got %q\nwant %q", got, want)
+	}
+	victim, _ := loseRegionAndRepair(t, c, cl)
+	verifyAll(t, cl, ids, blobs)
+	assertFullRedundancy(t, cl, ids[:4], victim, 3) // 6 shards over two regions
+	assertFullRedundancy(t, cl, ids[4:], victim, 5) // 9 over two
 }

@@ -43,6 +43,7 @@ type Options struct {
 	NodesPerRegion int // default 3
 	K, M           int // default 6+3
 	ChunkSize      int // default: node's default
+	SmallMax       int // chunks this small use the small code; default: node's (negative: none)
 	MaxBlobSize    int64
 	ShardTimeout   time.Duration // per-shard transfer timeout; default: node's
 	ClientIdle     time.Duration // a stalled client is cut after this; default: node.LoopbackTimings
@@ -186,6 +187,7 @@ func (c *Cluster) start(m *Member) error {
 	cfg.ShardFormat = c.opts.ShardFormat
 	cfg.M = cmp.Or(c.opts.M, cfg.M)
 	cfg.ChunkSize = cmp.Or(c.opts.ChunkSize, cfg.ChunkSize)
+	cfg.SmallMax = cmp.Or(c.opts.SmallMax, cfg.SmallMax)
 	cfg.MaxBlobSize = cmp.Or(c.opts.MaxBlobSize, cfg.MaxBlobSize)
 	cfg.RepairBandwidth = cmp.Or(c.opts.RepairBandwidth, cfg.RepairBandwidth)
 	cfg.Timings = node.LoopbackTimings()
