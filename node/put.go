@@ -151,8 +151,9 @@ const smallChunkCommands = 3
 // the cluster's shard format and makes all k+m shards of the stripe's
 // code durable, each on its placed node. A node that fails is replaced by
 // the next best live one (placement.Fill), so a put succeeds while any
-// region is down. It sets c's format, code and the node of each shard, and marks c Reused if it was already stored (then
-// nothing is written, and the commit checks it is still referenced).
+// region is down. It sets c's format, code and the node of each shard,
+// and marks c Reused if it was already stored (then nothing is written,
+// and the commit checks it is still referenced).
 func (n *Node) writeChunk(ctx context.Context, layout raftstore.Layout, st *erasure.Stripe, c *raftstore.Chunk) error {
 	if have, err := n.meta.Chunk(c.ID); err == nil && len(have.Shards) == have.K+have.M {
 		c.Shards, c.Format, c.K, c.M, c.Reused = have.Shards, have.Format, have.K, have.M, true // content already stored (chunks are content-addressed)
