@@ -8,10 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -128,9 +131,66 @@ func (s *Server) object(r *request, bucket, key string) (*raftstore.Object, *Err
 }
 
 func (s *Server) getObject(w http.ResponseWriter, r *request) *Error {
-	o, err := s.object(r, r.bucket, r.key)
-	if err != nil {
-		return err
+	local, err := s.node.Meta().Object(r.bucket, r.key)
+	if err != nil { // not on this replica (yet): read it linearizably first
+		o, e := s.object(r, r.bucket, r.key)
+		if e != nil {
+			return e
+		}
+		return s.serveObject(w, r, o, nil)
+	}
+	// As for the native API's blobs: the local record is fetched from at
+	// once while the leader's read index confirms it; nothing, not even
+	// the status, is sent before. If the key was overwritten meanwhile,
+	// the confirmed record is served instead.
+	var latest *raftstore.Object
+	confirmed := make(chan *Error, 1)
+	go func() {
+		var e *Error
+		latest, e = s.object(r, r.bucket, r.key)
+		confirmed <- e
+	}()
+	confirm := sync.OnceValue(func() error {
+		if e := <-confirmed; e != nil {
+			return e
+		}
+		if !sameVersion(latest, local) {
+			return errStale
+		}
+		return nil
+	})
+	before := w.Header().Clone()
+	e := s.serveObject(w, r, local, confirm)
+	if e != nil { // nothing sent: drop the local record's headers
+		clear(w.Header())
+		maps.Copy(w.Header(), before)
+	}
+	if e == errStale {
+		return s.serveObject(w, r, latest, nil)
+	}
+	return e
+}
+
+// errStale is confirm's answer when the local record was not the latest.
+var errStale = &Error{"InternalError", "stale record", http.StatusInternalServerError}
+
+// sameVersion reports whether a and b are the same write of an object.
+func sameVersion(a, b *raftstore.Object) bool {
+	return a.ETag == b.ETag && a.Size == b.Size && a.Modified.Equal(b.Modified) &&
+		slices.EqualFunc(a.Chunks, b.Chunks, func(x, y raftstore.Chunk) bool { return x.ID == y.ID })
+}
+
+// serveObject answers a GET or HEAD of o. If confirm is not nil, it must
+// return nil before anything is sent; else its error is the answer.
+func (s *Server) serveObject(w http.ResponseWriter, r *request, o *raftstore.Object, confirm func() error) *Error {
+	if confirm == nil {
+		confirm = func() error { return nil }
+	}
+	confirmed := func() *Error {
+		if err := confirm(); err != nil {
+			return toS3(err, errNoSuchKey)
+		}
+		return nil
 	}
 	h := w.Header()
 	h.Set("ETag", o.ETag)
@@ -144,6 +204,9 @@ func (s *Server) getObject(w http.ResponseWriter, r *request) *Error {
 		h.Set(k, v)
 	}
 	if status := preconditions(r.Request, o); status != 0 {
+		if e := confirmed(); e != nil {
+			return e
+		}
 		if status == http.StatusPreconditionFailed {
 			return errPreconditionFailed
 		}
@@ -160,6 +223,9 @@ func (s *Server) getObject(w http.ResponseWriter, r *request) *Error {
 	if rg := r.Header.Get("Range"); rg != "" {
 		var ok bool
 		if off, length, ok = node.ParseRange(rg, o.Size); !ok {
+			if e := confirmed(); e != nil {
+				return e
+			}
 			h.Set("Content-Range", fmt.Sprintf("bytes */%d", o.Size))
 			return errInvalidRange
 		}
@@ -170,15 +236,22 @@ func (s *Server) getObject(w http.ResponseWriter, r *request) *Error {
 	}
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	if r.Method == http.MethodHead || length == 0 {
+		if e := confirmed(); e != nil {
+			return e
+		}
 		w.WriteHeader(status)
 		return nil
 	}
 	lw := node.NewLazyWriter(w, status)
+	lw.Before = confirm
 	view := &raftstore.Blob{Size: o.Size, K: o.K, M: o.M, Chunks: o.Chunks}
 	if err := s.node.WriteRange(r.Context(), view, off, length, lw); err != nil {
 		if !lw.Started() {
 			h.Del("Content-Length")
 			h.Del("Content-Range")
+			if e := confirmed(); e != nil {
+				return e // gone or overwritten: that, not the failed fetch, is the answer
+			}
 			return toS3(err, errInternal)
 		}
 		s.log.Warn("s3 get failed mid-stream", "bucket", r.bucket, "key", r.key, "err", err)
