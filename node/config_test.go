@@ -88,3 +88,21 @@ func TestDataFormat(t *testing.T) {
 		t.Fatal("a garbled format file was accepted")
 	}
 }
+
+// TestCostlyReusesInProportion: a count that took d to make is reused
+// for about 20·d, then made again.
+func TestCostlyReusesInProportion(t *testing.T) {
+	var c costly
+	calls := 0
+	slow := func() int { calls++; time.Sleep(5 * time.Millisecond); return calls }
+	if got := c.get(slow); got != 1 {
+		t.Fatalf("first count %d", got)
+	}
+	if got := c.get(slow); got != 1 || calls != 1 {
+		t.Fatalf("made again at once: %d (%d calls)", got, calls)
+	}
+	time.Sleep(150 * time.Millisecond) // > 20 × 5 ms
+	if got := c.get(slow); got != 2 {
+		t.Fatalf("not made again after 150 ms: %d", got)
+	}
+}

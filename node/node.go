@@ -315,6 +315,7 @@ type Node struct {
 	chunkBufs    sync.Pool // []byte for decoded chunks (get.go)
 	chunkSlots   chan struct{}
 	repair       repairState
+	degraded     costly // degradedChunks
 	metrics      *metrics
 
 	scrubRepairs, scrubReclaimed atomic.Int64 // shards rebuilt / deleted by the scrubber

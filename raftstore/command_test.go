@@ -1,11 +1,13 @@
 package raftstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -251,5 +253,76 @@ func TestOwnCodeNeedsVersion3(t *testing.T) {
 	b.ID, b.Chunks[0].ID, b.Chunks[0].Shards = blob.Sum([]byte("other")), blob.Sum([]byte("d")), b.Chunks[0].Shards[:3]
 	if _, err := n.s.Apply(context.Background(), PutBlobCommand(b)); err == nil {
 		t.Fatal("a chunk with 3 locations for 3+3 was accepted")
+	}
+}
+
+// TestApplyBatchMatchesApply: a batch applied in one transaction, or
+// entry by entry after a rejection inside it, leaves the state and the
+// results exactly as applying its entries one at a time does.
+func TestApplyBatchMatchesApply(t *testing.T) {
+	fresh := func() *fsm {
+		db, err := badger.Open(badgerOptions(t.TempDir()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		f, err := newFSM(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	entry := func(i uint64, c Command) *raft.Log {
+		c.V = c.Version()
+		data, _ := json.Marshal(c)
+		return &raft.Log{Index: i, Type: raft.LogCommand, Data: data}
+	}
+	shared := blob.Sum([]byte("shared"))
+	gone := testBlob(9, blob.Sum([]byte("gone")))
+	gone.Chunks[0].Reused = true // a reused chunk that is not there: rejected
+	clean := []*raft.Log{
+		entry(1, PutBlobCommand(testBlob(1, shared))),
+		entry(2, PutBlobCommand(testBlob(2, shared, blob.Sum([]byte("two"))))),
+		{Index: 3, Type: raft.LogConfiguration},
+		entry(4, DeleteBlobCommand(testBlob(1).ID)),
+	}
+	rejecting := append(slices.Clone(clean), entry(5, PutBlobCommand(gone)), entry(6, PutBlobCommand(testBlob(3, shared))))
+	for name, logs := range map[string][]*raft.Log{"clean": clean, "with a rejection": rejecting} {
+		one, batch := fresh(), fresh()
+		var want []any
+		for _, l := range logs {
+			want = append(want, one.Apply(l))
+		}
+		got := batch.ApplyBatch(logs)
+		describe := func(rs []any) string {
+			out := ""
+			for _, r := range rs {
+				if res, ok := r.(applyResult); ok && res.Blob != nil {
+					out += fmt.Sprintf("[%+v %v]", *res.Blob, res.Err)
+				} else {
+					out += fmt.Sprintf("[%v]", r)
+				}
+			}
+			return out
+		}
+		if describe(got) != describe(want) {
+			t.Errorf("%s: results\n got %s\nwant %s", name, describe(got), describe(want))
+		}
+		var a, b bytes.Buffer
+		writeFSM(one.db.NewTransaction(false), &a, false)
+		writeFSM(batch.db.NewTransaction(false), &b, false)
+		if !bytes.Equal(a.Bytes(), b.Bytes()) {
+			t.Errorf("%s: state differs (%d vs %d bytes)", name, a.Len(), b.Len())
+		}
+		if batch.applied != logs[len(logs)-1].Index && logs[len(logs)-1].Type == raft.LogCommand {
+			t.Errorf("%s: applied index %d", name, batch.applied)
+		}
+		// A replay of the same batch changes nothing.
+		batch.ApplyBatch(logs)
+		var c bytes.Buffer
+		writeFSM(batch.db.NewTransaction(false), &c, false)
+		if !bytes.Equal(c.Bytes(), b.Bytes()) {
+			t.Errorf("%s: a replayed batch changed the state", name)
+		}
 	}
 }

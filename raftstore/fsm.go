@@ -119,22 +119,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		if l.Index <= applied {
 			return nil
 		}
-		// NB: whatever the entry holds, every replica reaches the same
-		// verdict; an entry that cannot be applied is rejected, never a panic
-		// (which would recur on every replica and every replay).
-		defer func() {
-			if p := recover(); p != nil {
-				res.Err = fmt.Errorf("raftstore: command at %d cannot be applied: %v", l.Index, p)
-				err = errRejected
-			}
-		}()
-		var c Command
-		if err := json.Unmarshal(l.Data, &c); err != nil {
-			res.Err = fmt.Errorf("raftstore: undecodable command at %d: %v", l.Index, err)
-		} else {
-			res = apply(txn, c)
-			layoutChanged = c.SetMember != nil || c.RemoveMember != nil
-		}
+		res, layoutChanged = applyEntry(txn, l)
 		if res.Err != nil {
 			return errRejected
 		}
@@ -152,18 +137,92 @@ func (f *fsm) Apply(l *raft.Log) any {
 		// discarded with the transaction; only the index advances.
 		err = update(f.db, markApplied)
 	}
+	f.applied1(l.Index, layoutChanged, err)
+	return res
+}
+
+// applied1 publishes that entries up to idx are applied (err nil).
+func (f *fsm) applied1(idx uint64, layoutChanged bool, err error) {
 	if layoutChanged {
 		f.layout.invalidate() // NB: committed, and before waiters on the applied index wake
-	}
-	if err == nil {
-		f.setApplied(l.Index)
 	}
 	if err != nil {
 		// NB: a failed write leaves the FSM behind the log; panicking lets
 		// raft's supervisor restart and replay rather than diverge silently.
-		panic(fmt.Sprintf("raftstore: apply %d: %v", l.Index, err))
+		panic(fmt.Sprintf("raftstore: apply %d: %v", idx, err))
 	}
-	return res
+	f.setApplied(idx)
+}
+
+// applyEntry decodes and applies one command entry in txn. Whatever the
+// entry holds, every replica reaches the same verdict: an entry that
+// cannot be applied is rejected (res.Err), never a panic (which would
+// recur on every replica and every replay).
+func applyEntry(txn *badger.Txn, l *raft.Log) (res applyResult, layoutChanged bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			res.Err = fmt.Errorf("raftstore: command at %d cannot be applied: %v", l.Index, p)
+		}
+	}()
+	var c Command
+	if err := json.Unmarshal(l.Data, &c); err != nil {
+		return applyResult{Err: fmt.Errorf("raftstore: undecodable command at %d: %v", l.Index, err)}, false
+	}
+	return apply(txn, c), c.SetMember != nil || c.RemoveMember != nil
+}
+
+// ApplyBatch applies what raft committed together in one badger
+// transaction — one commit for the batch instead of one per entry, on
+// every replica. If an entry is rejected, or the batch does not fit one
+// transaction, the batch is applied entry by entry instead: commands are
+// deterministic and each sees the effects of those before it either way,
+// so the results are the same.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	if out, ok := f.applyTogether(logs); ok {
+		return out
+	}
+	out := make([]any, len(logs))
+	for i, l := range logs {
+		out[i] = f.Apply(l)
+	}
+	return out
+}
+
+// errSeparately abandons a batch transaction for entry-by-entry applies.
+var errSeparately = errors.New("apply the batch entry by entry")
+
+func (f *fsm) applyTogether(logs []*raft.Log) ([]any, bool) {
+	var out []any
+	var last uint64
+	layoutChanged := false
+	err := update(f.db, func(txn *badger.Txn) error {
+		out, last, layoutChanged = make([]any, len(logs)), 0, false
+		applied, err := getUint64(txn, keyApplied)
+		if err != nil {
+			return err
+		}
+		for i, l := range logs {
+			if l.Type != raft.LogCommand || l.Index <= applied {
+				continue
+			}
+			res, lc := applyEntry(txn, l)
+			if res.Err != nil {
+				return errSeparately
+			}
+			out[i], last, layoutChanged = res, l.Index, layoutChanged || lc
+		}
+		if last == 0 {
+			return nil
+		}
+		return txn.Set(keyApplied, binary.BigEndian.AppendUint64(nil, last))
+	})
+	if errors.Is(err, errSeparately) || errors.Is(err, badger.ErrTxnTooBig) {
+		return nil, false
+	}
+	if last != 0 || err != nil {
+		f.applied1(last, layoutChanged, err)
+	}
+	return out, true
 }
 
 // errRejected aborts the transaction of a command whose result is an error.
