@@ -37,9 +37,9 @@ var (
 func blobKey(id blob.ID) []byte  { return append([]byte{prefixFSM, 'b'}, id[:]...) }
 func chunkKey(id blob.ID) []byte { return append([]byte{prefixFSM, 'c'}, id[:]...) }
 
-// fsm applies commands to badger. Each Apply writes its effects and the
-// applied index in one transaction, so replaying an already-applied entry
-// after a restart is a no-op. Applies are not synced: a crash may lose the
+// fsm applies commands to badger. Each Apply (or ApplyBatch) writes its
+// effects and the applied index in one transaction, so replaying an
+// already-applied entry after a restart is a no-op. Applies are not synced: a crash may lose the
 // last ones, and raft replays them from the (synced) log.
 type fsm struct {
 	db *badger.DB
@@ -137,12 +137,13 @@ func (f *fsm) Apply(l *raft.Log) any {
 		// discarded with the transaction; only the index advances.
 		err = update(f.db, markApplied)
 	}
-	f.applied1(l.Index, layoutChanged, err)
+	f.doneApplying(l.Index, layoutChanged, err)
 	return res
 }
 
-// applied1 publishes that entries up to idx are applied (err nil).
-func (f *fsm) applied1(idx uint64, layoutChanged bool, err error) {
+// doneApplying publishes that entries up to idx are applied, or panics
+// if the write that applied them failed (err).
+func (f *fsm) doneApplying(idx uint64, layoutChanged bool, err error) {
 	if layoutChanged {
 		f.layout.invalidate() // NB: committed, and before waiters on the applied index wake
 	}
@@ -220,7 +221,7 @@ func (f *fsm) applyTogether(logs []*raft.Log) ([]any, bool) {
 		return nil, false
 	}
 	if last != 0 || err != nil {
-		f.applied1(last, layoutChanged, err)
+		f.doneApplying(last, layoutChanged, err)
 	}
 	return out, true
 }
