@@ -260,18 +260,6 @@ func TestOwnCodeNeedsVersion3(t *testing.T) {
 // entry by entry after a rejection inside it, leaves the state and the
 // results exactly as applying its entries one at a time does.
 func TestApplyBatchMatchesApply(t *testing.T) {
-	fresh := func() *fsm {
-		db, err := badger.Open(badgerOptions(t.TempDir()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		f, err := newFSM(db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
 	entry := func(i uint64, c Command) *raft.Log {
 		c.V = c.Version()
 		data, _ := json.Marshal(c)
@@ -288,7 +276,7 @@ func TestApplyBatchMatchesApply(t *testing.T) {
 	}
 	rejecting := append(slices.Clone(clean), entry(5, PutBlobCommand(gone)), entry(6, PutBlobCommand(testBlob(3, shared))))
 	for name, logs := range map[string][]*raft.Log{"clean": clean, "with a rejection": rejecting} {
-		one, batch := fresh(), fresh()
+		one, batch := openFSM(t), openFSM(t)
 		var want []any
 		for _, l := range logs {
 			want = append(want, one.Apply(l))

@@ -151,13 +151,7 @@ func millionObjects(b *testing.B, n int) {
 	b.ReportMetric(time.Since(t0).Seconds(), "catch-up-s")
 
 	// A follower restarts: badger reopens; raft replays nothing it applied.
-	var f *testNode
-	for _, nd := range nodes {
-		if !nd.s.IsLeader() {
-			f = nd
-			break
-		}
-	}
+	f := followerOf(nodes)
 	f.s.Close()
 	t0 = time.Now()
 	startNode(b, f)

@@ -45,6 +45,16 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// followerOf returns the first running node that is not the leader.
+func followerOf(nodes []*testNode) *testNode {
+	for _, n := range nodes {
+		if n.s != nil && !n.s.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
 func leaderOf(nodes []*testNode) *testNode {
 	for _, n := range nodes {
 		if n.s != nil && n.s.IsLeader() {
@@ -258,13 +268,7 @@ func hasChunk(s *Store, id blob.ID) bool {
 // the follower), and then replays later entries on top.
 func TestSnapshotCatchUp(t *testing.T) {
 	nodes := startCluster(t, 40)
-	var lagger *testNode
-	for _, n := range nodes {
-		if !n.s.IsLeader() {
-			lagger = n
-			break
-		}
-	}
+	lagger := followerOf(nodes)
 	lagger.s.Close()
 	lagger.s = nil
 	shared := blob.Sum([]byte("shared"))
@@ -512,13 +516,7 @@ func TestRestartReplaysLostApplies(t *testing.T) {
 			mustApply(t, nodes, PutBlobCommand(testBlob(i, blob.Sum([]byte("shared")), blob.Sum([]byte(fmt.Sprint("c", i))))))
 		}
 	}
-	var f *testNode
-	for _, n := range nodes {
-		if !n.s.IsLeader() {
-			f = n
-			break
-		}
-	}
+	f := followerOf(nodes)
 	blobs := func() int { n, _, _ := f.s.Stats(); return n }
 	fsmOf := func() []byte {
 		var b bytes.Buffer

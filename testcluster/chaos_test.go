@@ -464,18 +464,14 @@ func TestBlackholedRegionCostsLittle(t *testing.T) {
 	c.Heal()
 }
 
-// TestDeletedBlobIsNeverServed: once a delete is acknowledged, no gateway
-// serves the blob — not the one that deleted it, and not one whose
-// replica lags because it cannot hear the leader (it answers
-// "unavailable", and the blob is gone once it catches up).
-func TestDeletedBlobIsNeverServed(t *testing.T) {
-	c := start(t, Options{Regions: 3, NodesPerRegion: 2, K: 3, M: 2})
-	ctx := context.Background()
-	leader, err := c.WaitLeader(ctx)
+// leaderAndTwo returns the raft leader and two other members: a gateway
+// and one to be cut from the leader (a lagging replica).
+func leaderAndTwo(t *testing.T, c *Cluster) (leader, gateway, lagging *Member) {
+	t.Helper()
+	leader, err := c.WaitLeader(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var gateway, lagging *Member
 	for _, m := range c.Members() {
 		switch {
 		case m == leader:
@@ -485,6 +481,17 @@ func TestDeletedBlobIsNeverServed(t *testing.T) {
 			lagging = m
 		}
 	}
+	return leader, gateway, lagging
+}
+
+// TestDeletedBlobIsNeverServed: once a delete is acknowledged, no gateway
+// serves the blob — not the one that deleted it, and not one whose
+// replica lags because it cannot hear the leader (it answers
+// "unavailable", and the blob is gone once it catches up).
+func TestDeletedBlobIsNeverServed(t *testing.T) {
+	c := start(t, Options{Regions: 3, NodesPerRegion: 2, K: 3, M: 2})
+	ctx := context.Background()
+	leader, gateway, lagging := leaderAndTwo(t, c)
 	data := randBytes(rand.New(rand.NewPCG(91, 91)), 2*chunk)
 	id, err := c.Client(gateway.Node.URL()).Put(ctx, bytes.NewReader(data))
 	if err != nil {

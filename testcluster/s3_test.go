@@ -533,20 +533,7 @@ func TestS3ReadsAreLinearizable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leader, err := c.WaitLeader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gateway, lagging *Member
-	for _, m := range c.Members() {
-		switch {
-		case m == leader:
-		case gateway == nil:
-			gateway = m
-		case lagging == nil:
-			lagging = m
-		}
-	}
+	leader, gateway, lagging := leaderAndTwo(t, c)
 	g, l := awsClient(c, gateway.S3, key), awsClient(c, lagging.S3, key)
 	bucket, name, gone := "lin", "k", "gone"
 	if _, err := g.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &bucket}); err != nil {
