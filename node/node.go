@@ -302,6 +302,7 @@ type Node struct {
 	small  *erasure.Codec // for chunks of at most SmallMax bytes
 	policy placement.Policy
 	shards storage.Storage
+	disk   *disk.Store // under shards; closed last
 	meta   *raftstore.Store
 	gossip *gossip
 	http   *http.Server
@@ -370,15 +371,16 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.shards = local
+	n.disk, n.shards = local, local
 	if cfg.WrapStorage != nil {
 		n.shards = cfg.WrapStorage(local)
 	}
 	ln, err := net.Listen("tcp", hostPort(cfg.Bind, cfg.APIPort))
 	if err != nil {
+		local.Close()
 		return nil, fmt.Errorf("node: API listen: %w", err)
 	}
-	cleanup := []func(){func() { ln.Close() }}
+	cleanup := []func(){local.Close, func() { ln.Close() }}
 	fail := func(err error) (*Node, error) {
 		for i := len(cleanup) - 1; i >= 0; i-- {
 			cleanup[i]()
@@ -501,6 +503,7 @@ func (n *Node) shutdown(graceful bool) error {
 	n.gossip.shutdown(graceful)
 	n.wg.Wait()
 	n.peers.CloseIdleConnections()
+	defer n.disk.Close() // NB: a handler still running gets its shard written without the journal
 	return n.meta.Close()
 }
 

@@ -3,13 +3,17 @@
 // the shard exactly as package erasure defines it (header + payload). The
 // file system is the index: a shard is held iff its file exists.
 //
-// A shard is written to a temp file, fsync'd, renamed into place, and then
-// its directory is fsync'd, so it appears whole or not at all, and only
-// once durable. A crash mid-write leaves a *.tmp file, removed at the next
-// Open.
+// A shard appears whole or not at all, and only once durable. A small one
+// (at most SmallShard bytes) is first appended to the journal, which
+// group-commits concurrent writes with one fdatasync, then written to its
+// file without a sync of its own (journal.go); a larger one is written to a
+// temp file, fsync'd, renamed into place, and then its directory is
+// fsync'd. A crash mid-write leaves a *.tmp file, removed at the next Open,
+// and journal segments, replayed then.
 package disk
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,15 +34,21 @@ import (
 // Store is a storage.Storage in a directory.
 type Store struct {
 	dir   string
-	used  atomic.Int64   // bytes in shard files
-	locks [64]sync.Mutex // striped by shard: orders writes against removal
-	made  sync.Map       // fan-out directories known to exist durably
+	used  atomic.Int64    // bytes in shard files
+	locks [256]sync.Mutex // striped by shard: orders writes against removal
+	made  sync.Map        // fan-out directories known to exist durably
+	j     *journal        // nil where the system has no syncfs
+	bufs  sync.Pool       // journal records being received
 }
+
+// journalDir is the journal's directory inside the store's.
+const journalDir = "journal"
 
 var _ storage.Storage = (*Store)(nil)
 
 // Open opens (creating it if needed) the store in dir, dropping the temp
-// files of writes a crash interrupted: they were never visible.
+// files of writes a crash interrupted (they were never visible) and
+// replaying its journal. Close it to stop the journal.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -47,8 +57,19 @@ func Open(dir string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir}
+	s.bufs.New = func() any { return make([]byte, recordHead+bodyHead+SmallShard+1) }
+	if journalOn {
+		j, err := openJournal(filepath.Join(dir, journalDir), s)
+		if err != nil {
+			return nil, err
+		}
+		s.j = j
+	}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
+			if err == nil && p == filepath.Join(dir, journalDir) {
+				return fs.SkipDir
+			}
 			return err
 		}
 		if filepath.Ext(p) == ".tmp" {
@@ -59,7 +80,19 @@ func Open(dir string) (*Store, error) {
 		}
 		return nil
 	})
-	return s, err
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops the journal; what it holds is replayed at the next Open.
+// The store must not be used after.
+func (s *Store) Close() {
+	if s.j != nil {
+		s.j.close()
+	}
 }
 
 // Path is where ref's file lives (tests corrupt shards through it).
@@ -96,12 +129,56 @@ func (s *Store) Stat(ctx context.Context, ref storage.Ref) (storage.Info, error)
 	return storage.Info{Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
-// Receive writes r to a temp file, syncs it and renames it into place.
+// Receive stores a small shard through the journal, a larger one (or any
+// when the journal is unavailable) in a temp file it syncs and renames
+// into place.
 func (s *Store) Receive(ctx context.Context, ref storage.Ref, r io.Reader) error {
-	final := s.Path(ref)
 	mu := s.lock(ref)
 	mu.Lock()
 	defer mu.Unlock()
+	if s.j == nil {
+		return s.writeFile(ctx, ref, r, true)
+	}
+	buf := s.bufs.Get().([]byte)
+	defer s.bufs.Put(buf)
+	file := buf[recordHead+bodyHead:]
+	n, err := io.ReadFull(ctxio.Reader(ctx, r), file)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF: // small
+		if done, err := s.receiveSmall(ref, buf[:recordHead+bodyHead+n]); done {
+			return err
+		}
+		r = bytes.NewReader(file[:n])
+	case err != nil:
+		return err
+	default:
+		r = io.MultiReader(bytes.NewReader(file), r)
+	}
+	if err := s.j.note(kindForget, ref); err != nil {
+		return err
+	}
+	return s.writeFile(ctx, ref, r, true)
+}
+
+// receiveSmall makes the shard file in rec (a record with its heads to
+// fill) durable in the journal, then puts it in place without a sync.
+// done is false if the journal could not take it: nothing happened.
+func (s *Store) receiveSmall(ref storage.Ref, rec []byte) (done bool, err error) {
+	s.j.gate.RLock()
+	defer s.j.gate.RUnlock()
+	seq, err := s.j.append(sealRecord(rec, kindPut, ref, time.Now()))
+	if err != nil {
+		return false, nil // NB: if it is durable after all, replay writes these same bytes
+	}
+	s.j.mark(ref, seq)
+	return true, s.writeFile(context.Background(), ref, bytes.NewReader(rec[recordHead+bodyHead:]), false)
+}
+
+// writeFile writes r to a temp file and renames it into place. With
+// durable it fsyncs the file before and its directory after; without, the
+// journal holds the bytes until a checkpoint has synced the file system.
+func (s *Store) writeFile(ctx context.Context, ref storage.Ref, r io.Reader, durable bool) error {
+	final := s.Path(ref)
 	if err := s.mkdir(filepath.Dir(final)); err != nil {
 		return diskErr(err)
 	}
@@ -123,8 +200,10 @@ func (s *Store) Receive(ctx context.Context, ref storage.Ref, r io.Reader) error
 	if err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return diskErr(err)
+	if durable {
+		if err := f.Sync(); err != nil {
+			return diskErr(err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return diskErr(err)
@@ -138,6 +217,9 @@ func (s *Store) Receive(ctx context.Context, ref storage.Ref, r io.Reader) error
 	}
 	ok = true
 	s.used.Add(n - replaced)
+	if !durable {
+		return nil
+	}
 	return syncDir(filepath.Dir(final))
 }
 
@@ -154,6 +236,9 @@ func (s *Store) Walk(ctx context.Context, fn func(storage.Ref, storage.Info) err
 			return err
 		}
 		if d.IsDir() {
+			if p == filepath.Join(s.dir, journalDir) {
+				return fs.SkipDir
+			}
 			return nil
 		}
 		ref, ok := storage.ParseFileName(d.Name())
@@ -180,6 +265,11 @@ func (s *Store) RemoveIfOlder(ctx context.Context, ref storage.Ref, cutoff time.
 	}
 	if err != nil || !info.ModTime().Before(cutoff) {
 		return false, err
+	}
+	if s.j != nil {
+		if err := s.j.note(kindRemove, ref); err != nil {
+			return false, err
+		}
 	}
 	if err := os.Remove(p); err != nil {
 		return false, err
