@@ -52,6 +52,7 @@
 package erasure
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/subtle"
@@ -161,6 +162,22 @@ func ParseHeader(b []byte) (Header, error) {
 		return Header{}, fmt.Errorf("%w: inconsistent shard header %+v", blob.ErrCorrupt, h)
 	}
 	return h, nil
+}
+
+// ScanHeaders calls fn with every shard header that parses anywhere in b
+// and its offset — a disk read as whoever seized it would, whatever the
+// store's layout (a file per shard, or records in a volume).
+func ScanHeaders(b []byte, fn func(off int, h Header)) {
+	for off := 0; ; off++ {
+		i := bytes.Index(b[off:], []byte(magic))
+		if i < 0 {
+			return
+		}
+		off += i
+		if h, err := ParseHeader(b[off:]); err == nil {
+			fn(off, h)
+		}
+	}
 }
 
 func (h Header) format() Format {

@@ -305,3 +305,41 @@ func TestPlainFixtureStillDecodes(t *testing.T) {
 		t.Fatalf("decoding the format-1 fixture: err %v, equal %v", err, bytes.Equal(got, want))
 	}
 }
+
+// ScanHeaders finds every shard header wherever it lies among other bytes
+// (a magic with a damaged header is not one).
+func TestScanHeaders(t *testing.T) {
+	c, err := New(4, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(5000, 7)
+	st := c.NewStripe(len(data))
+	st.Fill(bytes.NewReader(data), len(data))
+	if err := st.Encode(Dispersed); err != nil {
+		t.Fatal(err)
+	}
+	id := blob.Sum(data)
+	disk := randBytes(100, 1)
+	var want []int
+	for i := range c.N() {
+		h, p := st.Shard(id, i)
+		hb := h.Marshal()
+		want = append(want, len(disk))
+		disk = append(append(append(disk, hb[:]...), p...), randBytes(i*13, uint64(i))...)
+	}
+	disk = append(disk, magic...)
+	bad := bytes.Clone(disk[want[2] : want[2]+HeaderSize])
+	bad[30] ^= 1
+	disk = append(disk, bad...)
+	var got []int
+	ScanHeaders(disk, func(off int, h Header) {
+		if h.Chunk != id || h.Index != len(got) {
+			t.Fatalf("header at %d names %s/%d", off, h.Chunk, h.Index)
+		}
+		got = append(got, off)
+	})
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("found headers at %v, want %v", got, want)
+	}
+}

@@ -12,7 +12,8 @@
 //   - Read fetches a shard and checks it the same way before returning it;
 //   - Check verifies a shard where it lies (remotely if the store can).
 //
-// Implementations: storage/disk (files, fsync'd), storage/mem (a map; its
+// Implementations: storage/disk (a volume for small shards, files for
+// larger ones; durable before acknowledged), storage/mem (a map; its
 // zero value works), storage/faulty (injects disk faults into another
 // store), storage/remote (another node's store over HTTP, and the handler
 // that serves it). storage/storagetest is the conformance suite every one

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/atollstore/atoll/api"
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
+	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/node"
 	"golang.org/x/sync/errgroup"
 )
@@ -287,18 +289,66 @@ func TestKillNodeMidPut(t *testing.T) {
 	}
 }
 
-// shardFiles finds the files of chunk's shards under the cluster's nodes.
-func shardFiles(t *testing.T, c *Cluster, chunkID blob.ID) []string {
+// shardOnDisk is one stored copy of a shard in a node's files.
+type shardOnDisk struct {
+	node  blob.NodeID
+	index int
+	path  string
+	off   int64 // of its header in the file
+	size  int64 // header and payload
+}
+
+// shardsOnDisk finds the copies of chunk's shards in the nodes' files.
+func shardsOnDisk(t *testing.T, c *Cluster, chunk blob.ID) []shardOnDisk {
 	t.Helper()
-	var out []string
+	return allShardsOnDisk(t, c)[chunk]
+}
+
+// allShardsOnDisk finds every stored shard, by chunk, in the nodes' files
+// as whoever reads the disks would, whatever the store's layout (a file
+// per shard, or records in a volume).
+func allShardsOnDisk(t *testing.T, c *Cluster) map[blob.ID][]shardOnDisk {
+	t.Helper()
+	out := map[blob.ID][]shardOnDisk{}
 	for _, m := range c.Members() {
-		matches, err := filepath.Glob(filepath.Join(m.Dir, "shards", "*", chunkID.String()+".*"))
+		err := filepath.WalkDir(filepath.Join(m.Dir, "shards"), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			erasure.ScanHeaders(b, func(off int, h erasure.Header) {
+				out[h.Chunk] = append(out[h.Chunk], shardOnDisk{m.ID, h.Index, p, int64(off), int64(erasure.HeaderSize + h.ShardLen)})
+			})
+			return nil
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, matches...)
 	}
 	return out
+}
+
+// damage XORs the shard's bytes from at (relative to its header) with x.
+func (d shardOnDisk) damage(t *testing.T, at int64, x []byte) {
+	t.Helper()
+	f, err := os.OpenFile(d.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, len(x))
+	if _, err := f.ReadAt(b, d.off+at); err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] ^= x[i]
+	}
+	if _, err := f.WriteAt(b, d.off+at); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestCorruptShardsDetectedAndSurvived(t *testing.T) {
@@ -314,26 +364,13 @@ func TestCorruptShardsDetectedAndSurvived(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Damage m=3 shards of the first chunk in three different ways.
-	files := shardFiles(t, c, st.Chunks[0].ID)
+	files := shardsOnDisk(t, c, st.Chunks[0].ID)
 	if len(files) != 9 {
-		t.Fatalf("found %d shard files, want 9", len(files))
+		t.Fatalf("found %d shards on disk, want 9", len(files))
 	}
-	flip := func(p string, off int64) {
-		f, err := os.OpenFile(p, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		b := make([]byte, 1)
-		f.ReadAt(b, off)
-		b[0] ^= 0x40
-		f.WriteAt(b, off)
-	}
-	flip(files[0], 100) // payload bit rot
-	flip(files[1], 10)  // header damage
-	if err := os.Truncate(files[2], 70); err != nil {
-		t.Fatal(err)
-	}
+	files[0].damage(t, 100, []byte{0x40})                                     // payload bit rot
+	files[1].damage(t, 10, []byte{0x40})                                      // header damage
+	files[2].damage(t, 70, bytes.Repeat([]byte{0xa5}, int(files[2].size-70))) // all but the start of the payload lost
 	got, err := getBytes(cl, id)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("get with 3 corrupt shards: %d bytes, err %v", len(got), err)
@@ -355,7 +392,7 @@ func TestCorruptShardsDetectedAndSurvived(t *testing.T) {
 		t.Fatalf("stat reports %d unhealthy shards in chunk 0, want 3: %+v", unhealthy, st.Chunks[0].Shards)
 	}
 	// A fourth bad shard is one too many: the get must fail, not lie.
-	flip(files[3], 200)
+	files[3].damage(t, 200, []byte{0x40})
 	if got, err := getBytes(cl, id); err == nil && bytes.Equal(got, data) {
 		t.Fatal("get with 4 corrupt shards of 6+3 returned the right bytes: corruption not detected?")
 	} else if err == nil {

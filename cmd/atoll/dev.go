@@ -187,8 +187,9 @@ func cmdDemo(args []string) error {
 }
 
 // inspectSeized reads the seized region's disks as whoever took them
-// would: every shard file, offline. It fails if they hold any sampled
-// 32-byte window of a stored file, or k shards of any chunk.
+// would: every file, offline, shards found by their headers wherever they
+// lie (a file each, or records in a volume). It fails if they hold any
+// sampled 32-byte window of a stored file, or k shards of any chunk.
 func inspectSeized(c *testcluster.Cluster, seized blob.Region, files map[blob.ID][]byte, say func(string, ...any)) error {
 	windows := map[string]bool{}
 	for _, data := range files {
@@ -196,6 +197,12 @@ func inspectSeized(c *testcluster.Cluster, seized blob.Region, files map[blob.ID
 			windows[string(data[i:i+32])] = true
 		}
 	}
+	type slot struct {
+		node  blob.NodeID
+		chunk blob.ID
+		index int
+	}
+	held := map[slot]bool{}
 	perChunk := map[blob.ID]int{}
 	shards, bytesHeld, k := 0, int64(0), 0
 	for _, m := range c.Members() {
@@ -210,17 +217,18 @@ func inspectSeized(c *testcluster.Cluster, seized blob.Region, files map[blob.ID
 			if err != nil {
 				return err
 			}
-			h, err := erasure.ParseHeader(b)
-			if err != nil {
-				return nil // not a shard
-			}
-			shards, bytesHeld, k = shards+1, bytesHeld+int64(len(b)), h.K
-			perChunk[h.Chunk]++
-			for i := erasure.HeaderSize; i+32 <= len(b); i++ {
+			for i := 0; i+32 <= len(b); i++ {
 				if windows[string(b[i:i+32])] {
 					return fmt.Errorf("the seized disks hold plaintext: %s", path)
 				}
 			}
+			erasure.ScanHeaders(b, func(_ int, h erasure.Header) {
+				if s := (slot{m.ID, h.Chunk, h.Index}); !held[s] {
+					held[s] = true
+					shards, bytesHeld, k = shards+1, bytesHeld+int64(erasure.HeaderSize+h.ShardLen), h.K
+					perChunk[h.Chunk]++
+				}
+			})
 			return nil
 		})
 		if err != nil {

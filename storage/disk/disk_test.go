@@ -32,7 +32,7 @@ func TestReopenDropsTempFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh := storagetest.MakeShards(t, 1, 1000, 2, 1)[1]
+	sh := storagetest.MakeShards(t, 1, 1<<20, 2, 1)[1] // large: a file of its own
 	if err := storage.Write(ctx, s, sh.Header, sh.Payload); err != nil {
 		t.Fatal(err)
 	}
