@@ -37,9 +37,11 @@ import (
 // The checksum covers the lengths and the head only: a shard's bytes carry
 // their own (erasure's header and payload CRCs), so bit rot in one shard
 // is found and repaired as in a file, without hiding the records after it.
-// Only the last segment can end in a torn append (segments are sealed
-// after a successful sync), so there, and only there, a record whose
-// shard does not verify ends the segment.
+// A record whose head does not check ends its segment. Only the last
+// segment can end in a torn append (segments are sealed after a
+// successful sync), so there, and only there, a put whose shard does not
+// verify is skipped: it was never acknowledged (or it rotted, and it is
+// missing rather than corrupt; repair treats both alike).
 //
 // Deleted and overwritten shards leave garbage. When more than half of the
 // sealed segments' bytes are garbage, the cleaner copies the live records
@@ -95,8 +97,8 @@ func headSum(rec []byte) uint32 {
 }
 
 // parseRecords returns the records of a segment's contents up to the
-// first one that is torn or damaged, and whether it read to the end. With
-// verify, a put whose shard does not verify also ends it (the last
+// first one whose head is torn or damaged, and whether it read to the end.
+// With verify, puts whose shards do not verify are left out (the last
 // segment's torn tail). Records alias seg.
 func parseRecords(seg []byte, verify bool) (recs []record, whole bool) {
 	if !bytes.HasPrefix(seg, []byte(segmentMagic)) {
@@ -119,14 +121,14 @@ func parseRecords(seg []byte, verify bool) (recs []record, whole bool) {
 		if rec.kind < kindPut || rec.kind > kindForget || rec.ref.Index > storage.MaxIndex || (rec.kind != kindPut && n != bodyHead) {
 			return recs, false
 		}
+		off += recordHead + n
 		if rec.kind == kindPut {
 			rec.file = body[bodyHead:]
 			if verify && !intact(rec.ref, rec.file) {
-				return recs, false
+				continue
 			}
 		}
 		recs = append(recs, rec)
-		off += recordHead + n
 	}
 	return recs, true
 }

@@ -180,6 +180,29 @@ func TestRotInASegmentHitsOneShard(t *testing.T) {
 	}
 	write(t, s2, shards[1]) // what scrub does
 	holds(t, s2, shards[1])
+
+	// In the last segment, where a torn append may lie, a put whose shard
+	// does not verify is left out; the records after it are not.
+	more := storagetest.MakeShards(t, 9, 9000, 3, 2)
+	for _, sh := range more {
+		write(t, s2, sh)
+	}
+	l, _ = s2.v.get(more[1].Ref())
+	s2.Close()
+	f, err = os.OpenFile(lastSegment(t, dir), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{0xff, 0xff}, l.off+int64(l.n)-10)
+	f.Close()
+	s3 := openSeg(t, dir, 64<<20)
+	lacks(t, s3, more[1].Ref())
+	for i, sh := range more {
+		if i != 1 {
+			holds(t, s3, sh)
+		}
+	}
+	holds(t, s3, shards[1])
 }
 
 // A slot rewritten as a larger shard leaves the volume (a forget record
