@@ -205,6 +205,16 @@ func readErr(ref Ref, part string, err error) error {
 	return fmt.Errorf("shard %s: reading %s: %w", ref, part, err)
 }
 
+// Verify checks a whole shard file held in memory: its header must be
+// intact and name ref, its payload have the header's length and checksum.
+func Verify(ref Ref, file []byte) error {
+	h, err := checkHeader(file, ref)
+	if err != nil {
+		return err
+	}
+	return h.Verify(file[erasure.HeaderSize:])
+}
+
 // Check verifies ref where it lies if s can (Verifier), else reads it.
 func Check(ctx context.Context, s Fetcher, ref Ref) error {
 	if v, ok := s.(Verifier); ok {

@@ -3,8 +3,10 @@ package storage_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 
+	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/storage"
 	"github.com/atollstore/atoll/storage/mem"
 	"github.com/atollstore/atoll/storage/storagetest"
@@ -54,4 +56,29 @@ func FuzzParseFileName(f *testing.F) {
 			t.Fatalf("%q parsed as %v, which is named %q", name, r, r.FileName())
 		}
 	})
+}
+
+// Verify accepts a whole shard file for its own slot and nothing else.
+func TestVerify(t *testing.T) {
+	shards := storagetest.MakeShards(t, 2, 1000, 2, 1)
+	file := shards[0].File()
+	if err := storage.Verify(shards[0].Ref(), file); err != nil {
+		t.Fatalf("a good shard: %v", err)
+	}
+	flipped := bytes.Clone(file)
+	flipped[len(flipped)-1] ^= 1
+	for name, c := range map[string]struct {
+		ref  storage.Ref
+		file []byte
+	}{
+		"another slot": {shards[1].Ref(), file},
+		"short":        {shards[0].Ref(), file[:len(file)-1]},
+		"long":         {shards[0].Ref(), append(bytes.Clone(file), 0)},
+		"rotted":       {shards[0].Ref(), flipped},
+		"no header":    {shards[0].Ref(), file[:10]},
+	} {
+		if err := storage.Verify(c.ref, c.file); !errors.Is(err, blob.ErrCorrupt) {
+			t.Errorf("%s: %v, want ErrCorrupt", name, err)
+		}
+	}
 }

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/atollstore/atoll/erasure"
 	"github.com/atollstore/atoll/storage"
 )
 
@@ -124,20 +123,13 @@ func parseRecords(seg []byte, verify bool) (recs []record, whole bool) {
 		off += recordHead + n
 		if rec.kind == kindPut {
 			rec.file = body[bodyHead:]
-			if verify && !intact(rec.ref, rec.file) {
+			if verify && storage.Verify(rec.ref, rec.file) != nil {
 				continue
 			}
 		}
 		recs = append(recs, rec)
 	}
 	return recs, true
-}
-
-// intact reports whether file is a whole, undamaged shard for ref.
-func intact(ref storage.Ref, file []byte) bool {
-	h, err := erasure.ParseHeader(file)
-	return err == nil && h.Chunk == ref.Chunk && h.Index == ref.Index &&
-		len(file) == erasure.HeaderSize+h.ShardLen && h.Verify(file[erasure.HeaderSize:]) == nil
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -3,9 +3,11 @@ package disk
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/storage"
 	"github.com/atollstore/atoll/storage/storagetest"
+	"golang.org/x/sync/errgroup"
 )
 
 func openSeg(t *testing.T, dir string, segMax int64) *Store {
@@ -344,4 +347,45 @@ func FuzzParseRecords(f *testing.F) {
 			t.Fatalf("%d records do not re-encode to their input", len(recs))
 		}
 	})
+}
+
+// BenchmarkOpen measures a restart: reading the volume's segments back
+// into the index (ATOLL_BENCH_SHARDS small shards of ~1 KiB, default
+// 100,000; what the page cache holds of them is not dropped).
+func BenchmarkOpen(b *testing.B) {
+	n := 100_000
+	if v, err := strconv.Atoi(os.Getenv("ATOLL_BENCH_SHARDS")); err == nil {
+		n = v
+	}
+	dir := b.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	shards := storagetest.MakeShards(b, 1, 4096, 4, 2)
+	var g errgroup.Group
+	g.SetLimit(64)
+	for i := range n {
+		g.Go(func() error {
+			sh := shards[i%len(shards)]
+			binary.LittleEndian.PutUint64(sh.Header.Chunk[:], uint64(i)) // n different slots
+			return storage.Write(context.Background(), s, sh.Header, sh.Payload)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	s.Close()
+	b.ResetTimer()
+	for b.Loop() {
+		s, err := Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := s.Used(); got != int64(n*len(shards[0].File())) {
+			b.Fatalf("used %d after open", got)
+		}
+		s.Close()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/shard")
 }
