@@ -51,11 +51,12 @@ const (
 	volumeDir    = "volumes"
 	// SmallShard is the largest shard file (header included) kept in
 	// volumes; larger ones get a file each.
-	SmallShard = 64 << 10
+	SmallShard = 256 << 10
 
 	recordHead = 8
 	bodyHead   = 1 + 32 + 2 + 8
 	maxBody    = bodyHead + SmallShard
+	maxBatch   = 4 << 20 // bytes one write and sync take at most
 )
 
 // Record kinds. The last record of a shard in the log says whether the
@@ -342,11 +343,13 @@ func (v *volume) write() {
 		case req := <-v.reqs:
 			batch = append(batch, req)
 		}
+		size := len(batch[0].rec)
 	more:
-		for len(batch) < cap(v.reqs) {
+		for len(batch) < cap(v.reqs) && size < maxBatch {
 			select {
 			case req := <-v.reqs:
 				batch = append(batch, req)
+				size += len(req.rec)
 			default:
 				break more
 			}
