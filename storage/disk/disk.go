@@ -100,7 +100,7 @@ func open(dir string, segMax int64) (*Store, error) {
 // Close stops the volume's writer and cleaner. The store must not be used
 // after.
 func (s *Store) Close() {
-	s.v.closed.Do(func() { close(s.v.stop) })
+	s.v.shut()
 	s.cleaner.Wait()
 	s.v.close()
 }

@@ -167,9 +167,11 @@ type volume struct {
 	dir    string
 	segMax int64 // a segment is sealed once this big
 	reqs   chan *appendReq
-	stop   chan struct{}
+	stop   chan struct{} // closed once no append can be sent any more
 	wg     sync.WaitGroup
-	closed sync.Once
+
+	sending sync.RWMutex // held shared while an append is being sent
+	stopped bool         // under sending
 
 	mu    sync.RWMutex
 	index map[storage.Ref]loc
@@ -310,20 +312,20 @@ func (l loc) read() ([]byte, error) {
 	return b, err
 }
 
-// append makes rec durable and returns where it went.
+// append makes rec durable and returns where it went. Every request sent
+// is answered (the writer reads rec until then, so the caller must not
+// reuse it before).
 func (v *volume) append(rec []byte) (*segment, int64, error) {
 	req := &appendReq{rec: rec, done: make(chan error, 1)}
-	select {
-	case v.reqs <- req:
-	case <-v.stop:
+	v.sending.RLock()
+	if v.stopped {
+		v.sending.RUnlock()
 		return nil, 0, errVolumeClosed
 	}
-	select {
-	case err := <-req.done:
-		return req.seg, req.off, err
-	case <-v.stop: // NB: the writer may still take it: a record nothing points to
-		return nil, 0, errVolumeClosed
-	}
+	v.reqs <- req
+	v.sending.RUnlock()
+	err := <-req.done
+	return req.seg, req.off, err
 }
 
 // write is the writer goroutine: it takes every append waiting, writes
@@ -338,8 +340,15 @@ func (v *volume) write() {
 	for {
 		batch, buf = batch[:0], buf[:0]
 		select {
-		case <-v.stop:
-			return
+		case <-v.stop: // nothing more is sent: answer what is left
+			for {
+				select {
+				case req := <-v.reqs:
+					req.done <- errVolumeClosed
+				default:
+					return
+				}
+			}
 		case req := <-v.reqs:
 			batch = append(batch, req)
 		}
@@ -438,8 +447,19 @@ func (v *volume) drop(seg *segment) error {
 	return syncDir(v.dir)
 }
 
+// shut refuses appends from now on and tells the writer (and the
+// cleaner) to stop.
+func (v *volume) shut() {
+	v.sending.Lock()
+	defer v.sending.Unlock()
+	if !v.stopped {
+		v.stopped = true
+		close(v.stop)
+	}
+}
+
 func (v *volume) close() {
-	v.closed.Do(func() { close(v.stop) })
+	v.shut()
 	v.wg.Wait()
 	v.closeFiles()
 }
