@@ -75,8 +75,6 @@ type record struct {
 	off  int64  // of the record in its segment
 }
 
-func (r record) size() int64 { return int64(recordHead + bodyHead + len(r.file)) }
-
 // sealRecord fills in the heads of the record b, whose shard file (if
 // any) is already in place after them.
 func sealRecord(b []byte, kind byte, ref storage.Ref, mod time.Time) []byte {
@@ -97,13 +95,14 @@ func headSum(rec []byte) uint32 {
 }
 
 // parseRecords returns the records of a segment's contents up to the
-// first one whose head is torn or damaged, and whether it read to the end.
-// With verify, puts whose shards do not verify are left out (the last
-// segment's torn tail). Records alias seg.
-func parseRecords(seg []byte, verify bool) (recs []record, whole bool) {
+// first one whose head is torn or damaged, and whether every byte was a
+// good record. With verify, puts whose shards do not verify are left out
+// (the last segment's torn tail). Records alias seg.
+func parseRecords(seg []byte, verify bool) (recs []record, clean bool) {
 	if !bytes.HasPrefix(seg, []byte(segmentMagic)) {
 		return nil, false
 	}
+	clean = true
 	off := len(segmentMagic)
 	for off < len(seg) {
 		b := seg[off:]
@@ -125,12 +124,13 @@ func parseRecords(seg []byte, verify bool) (recs []record, whole bool) {
 		if rec.kind == kindPut {
 			rec.file = body[bodyHead:]
 			if verify && storage.Verify(rec.ref, rec.file) != nil {
+				clean = false
 				continue
 			}
 		}
 		recs = append(recs, rec)
 	}
-	return recs, true
+	return recs, clean
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -200,8 +200,8 @@ func segmentSeqs(dir string) ([]uint64, error) {
 	return out, nil
 }
 
-// openVolume reads the segments in dir into the index and starts a new
-// segment for the writer.
+// openVolume reads the segments in dir into the index. The writer goes on
+// in the last one if it ends in a good record, else in a new one.
 func openVolume(dir string, segMax int64) (*volume, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -211,41 +211,44 @@ func openVolume(dir string, segMax int64) (*volume, error) {
 		return nil, err
 	}
 	v := &volume{dir: dir, segMax: segMax, reqs: make(chan *appendReq, 256), stop: make(chan struct{}), index: map[storage.Ref]loc{}}
+	clean := false
 	for i, seq := range seqs {
-		if err := v.load(seq, i == len(seqs)-1); err != nil {
+		if clean, err = v.load(seq, i == len(seqs)-1); err != nil {
 			v.closeFiles()
 			return nil, err
 		}
 	}
-	var next uint64 = 1
-	if len(seqs) > 0 {
-		next = seqs[len(seqs)-1] + 1
+	if !clean { // NB: also when there is no segment yet
+		var next uint64 = 1
+		if len(seqs) > 0 {
+			next = seqs[len(seqs)-1] + 1
+		}
+		seg, err := v.create(next)
+		if err != nil {
+			v.closeFiles()
+			return nil, err
+		}
+		v.segs = append(v.segs, seg)
 	}
-	seg, err := v.create(next)
-	if err != nil {
-		v.closeFiles()
-		return nil, err
-	}
-	v.segs = append(v.segs, seg)
 	v.wg.Go(v.write)
 	return v, nil
 }
 
-// load reads segment seq into the index; last is the segment a crash may
-// have torn.
-func (v *volume) load(seq uint64, last bool) error {
+// load reads segment seq into the index and reports whether it was all
+// good records; last is the segment a crash may have torn.
+func (v *volume) load(seq uint64, last bool) (clean bool, err error) {
 	p := filepath.Join(v.dir, segmentName(seq))
 	b, err := os.ReadFile(p)
 	if err != nil {
-		return err
+		return false, err
 	}
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
 	if err != nil {
-		return err
+		return false, err
 	}
 	seg := &segment{seq: seq, f: f, size: int64(len(b))}
 	v.segs = append(v.segs, seg)
-	recs, _ := parseRecords(b, last)
+	recs, clean := parseRecords(b, last)
 	for _, r := range recs {
 		l := loc{}
 		if r.kind == kindPut {
@@ -253,7 +256,7 @@ func (v *volume) load(seq uint64, last bool) error {
 		}
 		v.set(r.ref, l)
 	}
-	return nil
+	return clean, nil
 }
 
 // create starts segment seq.

@@ -84,6 +84,7 @@ func TestVolumeSurvivesReopen(t *testing.T) {
 	}
 	before, _ := s.Stat(ctx, small[0].Ref())
 	used := s.Used()
+	segs, _ := segmentSeqs(s.v.dir)
 	s.Close()
 
 	s2 := openSeg(t, dir, 64<<10)
@@ -100,6 +101,9 @@ func TestVolumeSurvivesReopen(t *testing.T) {
 	}
 	if s2.Used() != used {
 		t.Fatalf("used %d after reopen, %d before", s2.Used(), used)
+	}
+	if again, _ := segmentSeqs(s2.v.dir); len(again) != len(segs) {
+		t.Fatalf("%d segments after a clean reopen, %d before: the last one was not continued", len(again), len(segs))
 	}
 	n := 0
 	s2.Walk(ctx, func(storage.Ref, storage.Info) error { n++; return nil })
@@ -152,6 +156,20 @@ func TestTornTailIsIgnored(t *testing.T) {
 	}
 }
 
+// tear appends half a record to the last segment, as a crash mid-append
+// would leave it.
+func tear(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.OpenFile(lastSegment(t, dir), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte{200, 0, 0, 0, 1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Bit rot inside a sealed segment damages the shard it hits, which reads
 // as corrupt (for scrub to repair); the records after it stay readable.
 func TestRotInASegmentHitsOneShard(t *testing.T) {
@@ -163,7 +181,8 @@ func TestRotInASegmentHitsOneShard(t *testing.T) {
 	}
 	l, _ := s.v.get(shards[1].Ref())
 	s.Close()
-	s = openSeg(t, dir, 64<<20) // the segment is sealed now
+	tear(t, dir)
+	s = openSeg(t, dir, 64<<20) // goes on in a new segment: the first is sealed now
 	s.Close()
 	seg := filepath.Join(dir, volumeDir, segmentName(l.seg.seq))
 	f, err := os.OpenFile(seg, os.O_RDWR, 0)
