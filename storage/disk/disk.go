@@ -188,7 +188,7 @@ func (s *Store) Receive(ctx context.Context, ref storage.Ref, r io.Reader) error
 	if err := s.writeFile(ctx, ref, r); err != nil {
 		return err
 	}
-	_, _, err = s.v.note(kindForget, ref) // NB: if this fails, the volume's copy (as good) wins at the next Open
+	_, err = s.v.note(kindForget, ref) // NB: if this fails, the volume's copy (as good) wins at the next Open
 	return err
 }
 
@@ -305,8 +305,7 @@ func (s *Store) RemoveIfOlder(ctx context.Context, ref storage.Ref, cutoff time.
 		if !l.mod.Before(cutoff) {
 			return false, nil
 		}
-		_, done, err := s.v.note(kindRemove, ref)
-		return done, err
+		return s.v.note(kindRemove, ref)
 	}
 	p := s.Path(ref)
 	info, err := os.Stat(p)

@@ -409,17 +409,16 @@ func (v *volume) appendSync(seg *segment, buf []byte) error {
 }
 
 // note appends a remove or forget record for ref and drops it from the
-// index, if the index holds it.
-func (v *volume) note(kind byte, ref storage.Ref) (loc, bool, error) {
-	l, ok := v.get(ref)
-	if !ok {
-		return l, false, nil
+// index, if the index holds it, and reports whether it did.
+func (v *volume) note(kind byte, ref storage.Ref) (bool, error) {
+	if _, ok := v.get(ref); !ok {
+		return false, nil
 	}
 	if _, _, err := v.append(sealRecord(make([]byte, recordHead+bodyHead), kind, ref, time.Now())); err != nil {
-		return l, false, err
+		return false, err
 	}
 	v.set(ref, loc{})
-	return l, true, nil
+	return true, nil
 }
 
 // oldestIfDirty returns the oldest sealed segment if more than half of the
