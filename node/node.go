@@ -503,7 +503,7 @@ func (n *Node) shutdown(graceful bool) error {
 	n.gossip.shutdown(graceful)
 	n.wg.Wait()
 	n.peers.CloseIdleConnections()
-	defer n.disk.Close() // NB: a handler still running gets its shard written without the journal
+	defer n.disk.Close() // NB: a handler still running then writes its shard as a file
 	return n.meta.Close()
 }
 
