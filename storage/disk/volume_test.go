@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -396,18 +397,34 @@ func BenchmarkOpen(b *testing.B) {
 		b.Fatal(err)
 	}
 	s.Close()
+	var heap int64
 	b.ResetTimer()
 	for b.Loop() {
+		b.StopTimer()
+		before := heapInUse()
+		b.StartTimer()
 		s, err := Open(dir)
 		if err != nil {
 			b.Fatal(err)
 		}
+		b.StopTimer()
+		heap = heapInUse() - before
+		b.StartTimer()
 		if got := s.Used(); got != int64(n*len(shards[0].File())) {
 			b.Fatalf("used %d after open", got)
 		}
 		s.Close()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/shard")
+	b.ReportMetric(float64(heap)/float64(n), "index-B/shard")
+}
+
+// heapInUse is the live heap after a collection.
+func heapInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }
 
 // Closing while writes are under way: every write acknowledged (by the
