@@ -108,8 +108,9 @@ func TestUploadSendsOnlyWhatIsMissing(t *testing.T) {
 func TestUploadResumesAndReclaims(t *testing.T) {
 	// NB: a short grace keeps the reclaiming below quick; the uploads
 	// renew theirs every second (under -race on two cores a resumed upload
-	// took up to 14 s from its have-check to its manifest).
-	const grace = 5 * time.Second
+	// took up to 14 s from its have-check to its manifest, and with 5 s a
+	// loaded CI run saw renewals lag past the grace).
+	const grace = 10 * time.Second
 	c := start(t, Options{OrphanGrace: grace, ScrubInterval: 300 * time.Millisecond})
 	cl := c.Client()
 	r := rand.New(rand.NewPCG(10, 10))
