@@ -26,6 +26,7 @@ import (
 //	f b <id>     blob record (JSON, chunk shards omitted)
 //	f c <id>     chunk record (JSON); deleted when no blob or object references
 //	             it, after which the nodes' scrubbers reclaim its shards
+//	f s, f S     segments of long chunk lists and their states (segments.go)
 //	f B, f o, f K  buckets, objects and access keys (objects.go)
 //	f U, f P       multipart uploads and their parts (multipart.go)
 var (
@@ -287,6 +288,10 @@ func apply(txn *badger.Txn, c Command) applyResult {
 		return applyResult{Err: applyDeleteLink(txn, *c.DeleteLink)}
 	case c.DropLinks != nil:
 		return applyResult{Err: applyDropLinks(txn, *c.DropLinks)}
+	case c.StageSegment != nil:
+		return applyResult{Err: applyStageSegment(txn, *c.StageSegment)}
+	case c.DropSegments != nil:
+		return applyResult{Err: applyDropSegments(txn, *c.DropSegments)}
 	}
 	return applyResult{Err: errUnknownCommand}
 }
@@ -303,7 +308,7 @@ func applyPutBlob(txn *badger.Txn, b Blob) (*Blob, error) {
 	case !errors.Is(err, blob.ErrNotFound):
 		return nil, err
 	}
-	if err := addRefs(txn, b.Chunks, b.K, b.M); err != nil {
+	if err := addContentRefs(txn, b.Chunks, b.Segments, b.K, b.M); err != nil {
 		return nil, err
 	}
 	if err := own(txn, b, b.Owner); err != nil {
@@ -319,7 +324,7 @@ func applyDeleteBlob(txn *badger.Txn, id blob.ID) error {
 	if err := getJSON(txn, blobKey(id), &b); err != nil {
 		return err
 	}
-	if err := dropRefs(txn, b.Chunks); err != nil {
+	if err := dropContentRefs(txn, b.Chunks, b.Segments); err != nil {
 		return err
 	}
 	if err := deletePrefix(txn, ownerKey(id, "")); err != nil {

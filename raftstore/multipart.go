@@ -41,6 +41,7 @@ type Part struct {
 	K        int       `json:"k"`
 	M        int       `json:"m"`
 	Chunks   []Chunk   `json:"chunks"`
+	Segments []Segment `json:"segments,omitempty"` // instead of Chunks, for a long chunk list (segments.go)
 	Modified time.Time `json:"modified"`
 }
 
@@ -122,7 +123,7 @@ func applyPutPart(txn *badger.Txn, pp putPart) error {
 	}
 	p := pp.Part
 	p.Upload = pp.ID
-	if err := replaceRefs(txn, partKey(pp.ID, p.Number), p.Chunks, p.K, p.M); err != nil {
+	if err := replaceRefs(txn, partKey(pp.ID, p.Number), p.Chunks, p.Segments, p.K, p.M); err != nil {
 		return err
 	}
 	p.Chunks = withoutShards(p.Chunks)
@@ -158,7 +159,7 @@ func dropUpload(txn *badger.Txn, r UploadRef) error {
 		return err
 	}
 	for _, p := range parts {
-		if err := dropRefs(txn, p.Chunks); err != nil {
+		if err := dropContentRefs(txn, p.Chunks, p.Segments); err != nil {
 			return err
 		}
 		if err := txn.Delete(partKey(r.ID, p.Number)); err != nil {

@@ -38,6 +38,7 @@ type Object struct {
 	K           int               `json:"k"`
 	M           int               `json:"m"`
 	Chunks      []Chunk           `json:"chunks"`
+	Segments    []Segment         `json:"segments,omitempty"` // instead of Chunks, for a long chunk list (segments.go)
 	ETag        string            `json:"etag"` // quoted, as S3 sends it
 	ContentType string            `json:"content_type,omitempty"`
 	Meta        map[string]string `json:"meta,omitempty"` // x-amz-meta-*, lower-case names
@@ -138,7 +139,7 @@ func applyPutObject(txn *badger.Txn, o Object) error {
 	if err := getJSON(txn, bucketKey(o.Bucket), &Bucket{}); err != nil {
 		return bucketErr(o.Bucket, err)
 	}
-	if err := replaceRefs(txn, objectKey(o.Bucket, o.Key), o.Chunks, o.K, o.M); err != nil {
+	if err := replaceRefs(txn, objectKey(o.Bucket, o.Key), o.Chunks, o.Segments, o.K, o.M); err != nil {
 		return err
 	}
 	rec := o
@@ -149,16 +150,17 @@ func applyPutObject(txn *badger.Txn, o Object) error {
 // replaceRefs takes references on chunks for the record about to be
 // written at key, then releases those of the record it replaces (an
 // object, a part): chunks both share never drop to zero on the way.
-func replaceRefs(txn *badger.Txn, key []byte, chunks []Chunk, k, m int) error {
-	if err := addRefs(txn, chunks, k, m); err != nil {
+func replaceRefs(txn *badger.Txn, key []byte, chunks []Chunk, segs []Segment, k, m int) error {
+	if err := addContentRefs(txn, chunks, segs, k, m); err != nil {
 		return err
 	}
 	var old struct {
-		Chunks []Chunk `json:"chunks"`
+		Chunks   []Chunk   `json:"chunks"`
+		Segments []Segment `json:"segments"`
 	}
 	switch err := getJSON(txn, key, &old); {
 	case err == nil:
-		return dropRefs(txn, old.Chunks)
+		return dropContentRefs(txn, old.Chunks, old.Segments)
 	case errors.Is(err, blob.ErrNotFound):
 		return nil
 	default:
@@ -193,7 +195,7 @@ func deleteObject(txn *badger.Txn, r ObjectRef) error {
 	case err != nil:
 		return err
 	}
-	if err := dropRefs(txn, old.Chunks); err != nil {
+	if err := dropContentRefs(txn, old.Chunks, old.Segments); err != nil {
 		return err
 	}
 	return txn.Delete(objectKey(r.Bucket, r.Key))

@@ -17,7 +17,10 @@ type Blob struct {
 	K       int       `json:"k"`
 	M       int       `json:"m"`
 	Chunks  []Chunk   `json:"chunks"`
-	Created time.Time `json:"created"`
+	// Segments, in a blob of more chunks than one command carries, list
+	// its chunks instead of Chunks (segments.go).
+	Segments []Segment `json:"segments,omitempty"`
+	Created  time.Time `json:"created"`
 	// LayoutVersion is the layout the blob's shards were placed under.
 	LayoutVersion uint64 `json:"layout_version"`
 	// Owner, in a PutBlob command, is the tenant storing it (tenants.go);
@@ -174,14 +177,17 @@ type ShardMove struct {
 // command is stamped with the version of its operation (Command.Version),
 // and a replica refuses (deterministically, as a rejected command) one
 // newer than it knows. Version 2 added share links, version 3 chunks with
-// a code of their own (Chunk.K, Chunk.M). A node proposes an
+// a code of their own (Chunk.K, Chunk.M), version 4 chunk lists in
+// segments (segments.go). A node proposes an
 // operation of a new version only once every member of the layout applies
 // it (Member.Commands), or replicas of two releases would diverge.
-const CommandVersion = 3
+const CommandVersion = 4
 
 // Version is the command version c's operation needs.
 func (c Command) Version() int {
 	switch {
+	case c.StageSegment != nil, c.DropSegments != nil, len(c.segmentList()) > 0:
+		return 4
 	case c.ownCodes():
 		return 3
 	case c.PutLink != nil, c.DeleteLink != nil, c.DropLinks != nil, c.ReleaseBlob != nil,
@@ -223,14 +229,16 @@ type Command struct {
 	PutLink     *Link        `json:"put_link,omitempty"`
 	DeleteLink  *string      `json:"delete_link,omitempty"`
 	DropLinks   *DropLinks   `json:"drop_links,omitempty"`
+
+	StageSegment *StagedSegment `json:"stage_segment,omitempty"`
+	DropSegments *DropStaged    `json:"drop_segments,omitempty"`
 }
 
 // Bounds on one command, checked before it is proposed, so that it applies
 // in one metadata transaction (badger's limit, about 1.2 MB of writes here,
 // took a 9-shard PutBlob of about 7,000 chunks). A blob or object of more
-// chunks (about 16 GiB at 4 MiB chunks) needs its chunk list split into
-// segments, which is not built yet. A command that still does not fit is
-// rejected by every replica alike.
+// chunks has its chunk list committed in segments (segments.go). A
+// command that still does not fit is rejected by every replica alike.
 const (
 	MaxChunksPerCommand = 4096
 	MaxCommandSize      = 1 << 20
@@ -254,8 +262,25 @@ func (c Command) chunkList() ([]Chunk, int, int) {
 		return c.PutPart.Part.Chunks, c.PutPart.Part.K, c.PutPart.Part.M
 	case c.CompleteUpload != nil:
 		return c.CompleteUpload.Object.Chunks, c.CompleteUpload.Object.K, c.CompleteUpload.Object.M
+	case c.StageSegment != nil:
+		return c.StageSegment.Chunks, c.StageSegment.K, c.StageSegment.M
 	}
 	return nil, 0, 0
+}
+
+// segmentList returns the segments c's operation references.
+func (c Command) segmentList() []Segment {
+	switch {
+	case c.PutBlob != nil:
+		return c.PutBlob.Segments
+	case c.PutObject != nil:
+		return c.PutObject.Segments
+	case c.PutPart != nil:
+		return c.PutPart.Part.Segments
+	case c.CompleteUpload != nil:
+		return c.CompleteUpload.Object.Segments
+	}
+	return nil
 }
 
 // ownCodes reports whether a chunk of c states a code other than the one
