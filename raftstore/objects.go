@@ -39,7 +39,7 @@ type Object struct {
 	M           int               `json:"m"`
 	Chunks      []Chunk           `json:"chunks"`
 	Segments    []Segment         `json:"segments,omitempty"` // instead of Chunks, for a long chunk list (segments.go)
-	ETag        string            `json:"etag"` // quoted, as S3 sends it
+	ETag        string            `json:"etag"`               // quoted, as S3 sends it
 	ContentType string            `json:"content_type,omitempty"`
 	Meta        map[string]string `json:"meta,omitempty"` // x-amz-meta-*, lower-case names
 	Modified    time.Time         `json:"modified"`

@@ -12,11 +12,11 @@ import (
 
 // Blob is the committed record of a stored blob.
 type Blob struct {
-	ID      blob.ID   `json:"id"`
-	Size    int64     `json:"size"`
-	K       int       `json:"k"`
-	M       int       `json:"m"`
-	Chunks  []Chunk   `json:"chunks"`
+	ID     blob.ID `json:"id"`
+	Size   int64   `json:"size"`
+	K      int     `json:"k"`
+	M      int     `json:"m"`
+	Chunks []Chunk `json:"chunks"`
 	// Segments, in a blob of more chunks than one command carries, list
 	// its chunks instead of Chunks (segments.go).
 	Segments []Segment `json:"segments,omitempty"`
