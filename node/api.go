@@ -146,11 +146,6 @@ func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", blob.ErrTooLarge, r.ContentLength, n.cfg.MaxBlobSize))
 		return
 	}
-	if chunks := (r.ContentLength + int64(n.cfg.ChunkSize) - 1) / int64(n.cfg.ChunkSize); chunks > raftstore.MaxChunksPerCommand {
-		writeError(w, fmt.Errorf("%w: a body of %d bytes makes %d chunks; a blob may have at most %d (its chunk list is one metadata entry)",
-			blob.ErrTooLarge, r.ContentLength, chunks, raftstore.MaxChunksPerCommand))
-		return
-	}
 	b, err := n.put(r.Context(), n.owner(r), r.Body)
 	if err != nil {
 		n.log.Info("put failed", "err", err)
@@ -366,13 +361,14 @@ func (n *Node) handleStat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	layout, _ := n.meta.Layout()
-	st := api.Stat{ID: b.ID, Size: b.Size, K: b.K, M: b.M, Chunks: make([]api.ChunkStat, len(b.Chunks))}
+	st := api.Stat{ID: b.ID, Size: b.Size, K: b.K, M: b.M, Chunks: make([]api.ChunkStat, 0, len(b.Chunks))}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
-	for ci, c := range b.Chunks {
-		st.Chunks[ci] = api.ChunkStat{ID: c.ID, Len: c.Len, K: cmp.Or(c.K, b.K), M: cmp.Or(c.M, b.M), Shards: make([]api.ShardStat, len(c.Shards))}
+	err := n.eachChunk(b, 0, func(_ int64, c raftstore.Chunk) bool {
+		cs := api.ChunkStat{ID: c.ID, Len: c.Len, K: cmp.Or(c.K, b.K), M: cmp.Or(c.M, b.M), Shards: make([]api.ShardStat, len(c.Shards))}
+		st.Chunks = append(st.Chunks, cs)
 		for si, id := range c.Shards {
-			ss := &st.Chunks[ci].Shards[si]
+			ss := &cs.Shards[si] // NB: shares its array with the copy in st
 			*ss = api.ShardStat{Index: si, Node: id}
 			m, ok := n.member(id, layout)
 			if !ok {
@@ -396,8 +392,13 @@ func (n *Node) handleStat(w http.ResponseWriter, r *http.Request) {
 				}
 			})
 		}
-	}
+		return true
+	})
 	wg.Wait()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, st)
 }
 

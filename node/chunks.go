@@ -247,10 +247,25 @@ func (n *Node) checkManifest(m api.Manifest) error {
 }
 
 // dropAbandoned, on the leader, deletes staged chunks no manifest claimed
-// within OrphanGrace (an upload given up). Their shards become orphans,
-// which the scrubbers reclaim.
+// and segments no record claimed within OrphanGrace (an upload given up),
+// and segments their last holder released. Shards no chunk record
+// references any more become orphans, which the scrubbers reclaim.
 func (n *Node) dropAbandoned(ctx context.Context) error {
 	before := time.Now().Add(-n.cfg.OrphanGrace).UTC()
+	// Segments first: the chunks they release may then be dropped.
+	segs, err := n.meta.AbandonedSegments(before)
+	for _, id := range segs { // one a command: a segment's chunk records fill a transaction
+		if err != nil {
+			return err
+		}
+		_, err = n.meta.Apply(ctx, raftstore.DropSegmentsCommand(raftstore.DropStaged{IDs: []blob.ID{id}, Before: before}))
+	}
+	if len(segs) > 0 {
+		n.log.Info("dropped unreferenced segments", "segments", len(segs), "err", err)
+	}
+	if err != nil {
+		return err
+	}
 	ids, err := n.meta.AbandonedChunks(before)
 	for len(ids) > 0 && err == nil {
 		batch := ids[:min(len(ids), 1000)]

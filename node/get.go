@@ -45,18 +45,21 @@ func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length in
 	pending := make(chan chan fetched, getPrefetch)
 	go func() {
 		defer close(pending)
-		var start int64
-		for _, c := range b.Chunks {
-			cStart := start
-			start += c.Len
-			if cStart+c.Len <= off || cStart >= off+length {
-				continue
-			}
-			res := make(chan fetched, 1)
+		send := func(res chan fetched) bool {
 			select {
 			case pending <- res:
+				return true
 			case <-ctx.Done():
-				return
+				return false
+			}
+		}
+		err := n.eachChunk(b, off, func(cStart int64, c raftstore.Chunk) bool {
+			if cStart >= off+length {
+				return false
+			}
+			res := make(chan fetched, 1)
+			if !send(res) {
+				return false
 			}
 			go func() {
 				var plain []byte
@@ -70,6 +73,12 @@ func (n *Node) WriteRange(ctx context.Context, b *raftstore.Blob, off, length in
 				}
 				res <- fetched{start: cStart, plain: plain, err: err}
 			}()
+			return true
+		})
+		if err != nil { // a segment unreadable: the range ends in an error
+			res := make(chan fetched, 1)
+			res <- fetched{err: err}
+			send(res)
 		}
 	}()
 	out := &window{w: w, skip: off, left: length}

@@ -101,6 +101,10 @@ type Config struct {
 	SmallK, SmallM int
 	MaxBlobSize    int64 // largest accepted upload (default 1 TiB)
 	PutParallel    int   // chunks in flight per put (default 4)
+	// SegmentChunks is how many chunks a segment of a long chunk list
+	// holds (default and most raftstore.SegmentChunks); a list of up to
+	// twice as many is committed inline. Tests make it small.
+	SegmentChunks int
 	// ShardFormat is the newest shard format this node advertises (default
 	// erasure.Newest); the cluster writes the newest every member reads.
 	// Only benchmarks comparing formats set it.
@@ -198,9 +202,10 @@ func DefaultConfig() Config {
 		K: 6, M: 3,
 		ChunkSize: 4 << 20,
 		SmallMax:  64 << 10, SmallK: 4, SmallM: 2,
-		MaxBlobSize: 1 << 40,
-		PutParallel: 4,
-		Timings:     WANTimings(),
+		MaxBlobSize:   1 << 40,
+		PutParallel:   4,
+		SegmentChunks: raftstore.SegmentChunks,
+		Timings:       WANTimings(),
 	}
 }
 
@@ -221,6 +226,7 @@ func (c Config) withDefaults() Config {
 	or(&c.SmallK, d.SmallK)
 	or(&c.SmallM, d.SmallM)
 	or(&c.PutParallel, d.PutParallel)
+	or(&c.SegmentChunks, d.SegmentChunks)
 	or(&c.RepairBandwidth, d.RepairBandwidth)
 	or(&c.RepairParallel, d.RepairParallel)
 	or(&c.ScrubBandwidth, d.ScrubBandwidth)
@@ -257,6 +263,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: the small-chunk code %d+%d needs more regions to survive a region's loss than %d+%d", c.SmallK, c.SmallM, c.K, c.M)
 	case c.Weight <= 0 || c.MaxBlobSize <= 0 || c.PutParallel <= 0 || c.RepairParallel <= 0 || c.RepairBandwidth <= 0 || c.ScrubBandwidth <= 0 || c.BootstrapExpect <= 0:
 		return errors.New("node: capacity, sizes, parallelism, bandwidths and bootstrap-expect must be positive")
+	case c.SegmentChunks < 1 || c.SegmentChunks > raftstore.SegmentChunks:
+		return fmt.Errorf("node: segments of %d chunks outside [1, %d]", c.SegmentChunks, raftstore.SegmentChunks)
 	case c.DeadAfter <= 0 || c.ScrubInterval <= 0 || c.OrphanGrace <= 0:
 		return errors.New("node: dead-after, scrub-interval and orphan-grace must be positive")
 	case len(c.MasterKey) != 0 && len(c.MasterKey) != 32:

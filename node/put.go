@@ -32,7 +32,7 @@ func (n *Node) Put(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
 
 // put is Put for tenant owner ("" records none).
 func (n *Node) put(ctx context.Context, owner string, r io.Reader) (*raftstore.Blob, error) {
-	rec, err := n.StoreStream(ctx, r)
+	rec, err := n.storeStream(ctx, owner, r)
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +52,14 @@ func (n *Node) put(ctx context.Context, owner string, r io.Reader) (*raftstore.B
 // nothing references the chunks yet (they are orphans, reclaimed after
 // OrphanGrace, until a command commits them — PutBlob, or PutObject for
 // the S3 API). Chunks already stored are marked Reused and not written.
+// A chunk list too long for one command is committed in segments as the
+// stream goes (ChunkList): staged, dropped after OrphanGrace unless a
+// record claims them.
 func (n *Node) StoreStream(ctx context.Context, r io.Reader) (*raftstore.Blob, error) {
+	return n.storeStream(ctx, "", r)
+}
+
+func (n *Node) storeStream(ctx context.Context, owner string, r io.Reader) (*raftstore.Blob, error) {
 	layout, err := n.meta.Layout()
 	if err != nil {
 		return nil, err
@@ -65,7 +72,24 @@ func (n *Node) StoreStream(ctx context.Context, r io.Reader) (*raftstore.Blob, e
 	g, gctx := errgroup.WithContext(ctx)
 	slots := make(chan struct{}, n.cfg.PutParallel)
 	whole := blake3.New()
-	var chunks []*raftstore.Chunk
+	list := n.NewChunkList(owner)
+	var run []*raftstore.Chunk // in order, some still being written
+	var written sync.WaitGroup // run's writes
+	// settle moves the run, once written, to the list (a chunk write that
+	// failed cancels ctx while the stream is read).
+	settle := func(ctx context.Context) error {
+		written.Wait()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		for _, c := range run {
+			if err := list.Add(ctx, *c); err != nil {
+				return err
+			}
+		}
+		run = run[:0]
+		return nil
+	}
 	var size int64
 	readErr := func() error {
 		for {
@@ -88,17 +112,22 @@ func (n *Node) StoreStream(ctx context.Context, r io.Reader) (*raftstore.Blob, e
 				release()
 				return fmt.Errorf("%w: blob exceeds the limit of %d bytes", blob.ErrTooLarge, n.cfg.MaxBlobSize)
 			}
-			if len(chunks) == raftstore.MaxChunksPerCommand {
-				release()
-				return fmt.Errorf("%w: a blob may have at most %d chunks, %d bytes at this node's chunk size (its chunk list is one metadata entry)",
-					blob.ErrTooLarge, raftstore.MaxChunksPerCommand, int64(raftstore.MaxChunksPerCommand)*int64(n.cfg.ChunkSize))
+			if len(run) == n.cfg.SegmentChunks {
+				if err := settle(gctx); err != nil {
+					release()
+					if gctx.Err() != nil {
+						return nil // a chunk write failed; g.Wait reports it
+					}
+					return err
+				}
 			}
 			whole.Write(st.Data())
 			c := &raftstore.Chunk{Len: int64(got)}
-			chunks = append(chunks, c)
+			run = append(run, c)
 			coded, put := n.stripeFor(st, &n.stripes, layout)
+			written.Add(1)
 			g.Go(func() (err error) {
-				defer func() { put(); <-slots }()
+				defer func() { put(); <-slots; written.Done() }()
 				c.ID = blob.Sum(coded.Data())
 				return n.writeChunk(gctx, layout, coded, c)
 			})
@@ -115,10 +144,15 @@ func (n *Node) StoreStream(ctx context.Context, r io.Reader) (*raftstore.Blob, e
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	rec := raftstore.Blob{ID: blob.ID(whole.Sum(nil)), Size: size, K: n.cfg.K, M: n.cfg.M, Created: time.Now().UTC(), LayoutVersion: layout.Version}
-	for _, c := range chunks {
-		rec.Chunks = append(rec.Chunks, *c)
+	if err := settle(ctx); err != nil {
+		return nil, err
 	}
+	chunks, segments, err := list.Done(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rec := raftstore.Blob{ID: blob.ID(whole.Sum(nil)), Size: size, K: n.cfg.K, M: n.cfg.M, Chunks: chunks, Segments: segments,
+		Created: time.Now().UTC(), LayoutVersion: layout.Version}
 	return &rec, nil
 }
 

@@ -10,6 +10,8 @@ import "github.com/atollstore/atoll/blob"
 type Reader interface {
 	Blob(id blob.ID) (*Blob, error)
 	Chunk(id blob.ID) (Chunk, error)
+	// Segment returns the chunks of a segment of a long chunk list.
+	Segment(id blob.ID) ([]Chunk, error)
 	Layout() (Layout, error)
 	Stats() (blobs int, bytes int64, err error)
 

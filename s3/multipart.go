@@ -80,7 +80,7 @@ func (s *Server) uploadPart(w http.ResponseWriter, r *request) *Error {
 	if serr != nil {
 		return serr
 	}
-	p := raftstore.Part{Number: num, Size: rec.Size, ETag: `"` + hex.EncodeToString(sum) + `"`, K: rec.K, M: rec.M, Chunks: rec.Chunks, Modified: time.Now().UTC()}
+	p := raftstore.Part{Number: num, Size: rec.Size, ETag: `"` + hex.EncodeToString(sum) + `"`, K: rec.K, M: rec.M, Chunks: rec.Chunks, Segments: rec.Segments, Modified: time.Now().UTC()}
 	if err := s.apply(r, raftstore.PutPartCommand(r.upload(), p), errNoSuchUpload); err != nil {
 		return err
 	}
@@ -119,6 +119,7 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *request) *Error {
 		byNum[p.Number] = p
 	}
 	o := raftstore.Object{Bucket: r.bucket, Key: r.key, ContentType: u.ContentType, Meta: u.Meta, Modified: time.Now().UTC()}
+	list := s.node.NewChunkList("")
 	etags := md5.New()
 	for i, want := range in.Parts {
 		if i > 0 && want.Number <= in.Parts[i-1].Number {
@@ -134,10 +135,18 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *request) *Error {
 		sum, _ := hex.DecodeString(strings.Trim(p.ETag, `"`))
 		etags.Write(sum)
 		o.K, o.M, o.Size = p.K, p.M, o.Size+p.Size
-		for _, c := range p.Chunks {
-			c.Reused = true
-			o.Chunks = append(o.Chunks, c)
+		for i := range p.Chunks {
+			p.Chunks[i].Reused = true // the part holds it until the commit
 		}
+		if err := list.Add(r.Context(), p.Chunks...); err != nil {
+			return toS3(err, errInternal)
+		}
+		if err := list.AddSegments(r.Context(), p.Segments...); err != nil {
+			return toS3(err, errInternal)
+		}
+	}
+	if o.Chunks, o.Segments, err = list.Done(r.Context()); err != nil {
+		return toS3(err, errInternal)
 	}
 	o.ETag = fmt.Sprintf(`"%s-%d"`, hex.EncodeToString(etags.Sum(nil)), len(in.Parts))
 	if err := s.apply(r, raftstore.CompleteUploadCommand(raftstore.CompleteUpload{UploadRef: up, Object: o}), errNoSuchUpload); err != nil {

@@ -94,7 +94,7 @@ func (s *Server) putObject(w http.ResponseWriter, r *request) *Error {
 		return err
 	}
 	ct, meta := objectMeta(r.Header)
-	o := raftstore.Object{Bucket: r.bucket, Key: r.key, Size: rec.Size, K: rec.K, M: rec.M, Chunks: rec.Chunks,
+	o := raftstore.Object{Bucket: r.bucket, Key: r.key, Size: rec.Size, K: rec.K, M: rec.M, Chunks: rec.Chunks, Segments: rec.Segments,
 		ETag: `"` + hex.EncodeToString(sum) + `"`, ContentType: ct, Meta: meta, Modified: time.Now().UTC()}
 	if err := s.commit(r, o); err != nil {
 		return err
@@ -177,7 +177,8 @@ var errStale = &Error{"InternalError", "stale record", http.StatusInternalServer
 // sameVersion reports whether a and b are the same write of an object.
 func sameVersion(a, b *raftstore.Object) bool {
 	return a.ETag == b.ETag && a.Size == b.Size && a.Modified.Equal(b.Modified) &&
-		slices.EqualFunc(a.Chunks, b.Chunks, func(x, y raftstore.Chunk) bool { return x.ID == y.ID })
+		slices.EqualFunc(a.Chunks, b.Chunks, func(x, y raftstore.Chunk) bool { return x.ID == y.ID }) &&
+		slices.Equal(a.Segments, b.Segments)
 }
 
 // serveObject answers a GET or HEAD of o. If confirm is not nil, it must
@@ -244,7 +245,7 @@ func (s *Server) serveObject(w http.ResponseWriter, r *request, o *raftstore.Obj
 	}
 	lw := node.NewLazyWriter(w, status)
 	lw.Before = confirm
-	view := &raftstore.Blob{Size: o.Size, K: o.K, M: o.M, Chunks: o.Chunks}
+	view := &raftstore.Blob{Size: o.Size, K: o.K, M: o.M, Chunks: o.Chunks, Segments: o.Segments}
 	if err := s.node.WriteRange(r.Context(), view, off, length, lw); err != nil {
 		if !lw.Started() {
 			h.Del("Content-Length")

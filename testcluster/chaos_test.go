@@ -32,6 +32,9 @@ func start(t *testing.T, opts Options) *Cluster {
 	if opts.SmallMax == 0 {
 		opts.SmallMax = chunk / 2 // corpora then hold chunks of both codes
 	}
+	if opts.SegmentChunks == 0 {
+		opts.SegmentChunks = 4 // a blob of more than 8 chunks lists them in segments
+	}
 	c, err := Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)

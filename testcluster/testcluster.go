@@ -45,6 +45,7 @@ type Options struct {
 	ChunkSize      int // default: node's default
 	SmallMax       int // chunks this small use the small code; default: node's (negative: none)
 	MaxBlobSize    int64
+	SegmentChunks  int // chunks per segment of a long chunk list; default: node's
 	ShardTimeout   time.Duration // per-shard transfer timeout; default: node's
 	ClientIdle     time.Duration // a stalled client is cut after this; default: node.LoopbackTimings
 	// DeadAfter is the grace before a gone node's shards are rebuilt
@@ -189,6 +190,7 @@ func (c *Cluster) start(m *Member) error {
 	cfg.ChunkSize = cmp.Or(c.opts.ChunkSize, cfg.ChunkSize)
 	cfg.SmallMax = cmp.Or(c.opts.SmallMax, cfg.SmallMax)
 	cfg.MaxBlobSize = cmp.Or(c.opts.MaxBlobSize, cfg.MaxBlobSize)
+	cfg.SegmentChunks = cmp.Or(c.opts.SegmentChunks, cfg.SegmentChunks)
 	cfg.RepairBandwidth = cmp.Or(c.opts.RepairBandwidth, cfg.RepairBandwidth)
 	cfg.Timings = node.LoopbackTimings()
 	cfg.Timings.ShardTimeout = cmp.Or(c.opts.ShardTimeout, cfg.Timings.ShardTimeout)

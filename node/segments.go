@@ -1,0 +1,154 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/atollstore/atoll/blob"
+	"github.com/atollstore/atoll/raftstore"
+)
+
+// segmentCommands is the command version of chunk lists in segments.
+const segmentCommands = 4
+
+// ChunkList builds a content's chunk list in order: inline while it fits
+// the command that will commit the content (up to twice
+// Config.SegmentChunks chunks), else committed in segments of
+// SegmentChunks as it grows (raftstore.StagedSegment), each renewing the
+// grace of those before it, so that the list in memory and in any one
+// command stays bounded whatever the content's size.
+type ChunkList struct {
+	n        *Node
+	owner    string
+	run      []raftstore.Chunk // not yet in a segment
+	segments []raftstore.Segment
+}
+
+// NewChunkList starts the chunk list of a content stored for tenant owner
+// ("" records none).
+func (n *Node) NewChunkList(owner string) *ChunkList { return &ChunkList{n: n, owner: owner} }
+
+// Add appends cs, committing full segments once the list outgrew one
+// command.
+func (l *ChunkList) Add(ctx context.Context, cs ...raftstore.Chunk) error {
+	l.run = append(l.run, cs...)
+	s := l.n.cfg.SegmentChunks
+	for len(l.run) > 2*s || (len(l.segments) > 0 && len(l.run) >= s) {
+		if err := l.stage(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddSegments appends segments already committed (a part's, to an
+// object): the chunks before them become segments of their own.
+func (l *ChunkList) AddSegments(ctx context.Context, segs ...raftstore.Segment) error {
+	if err := l.flush(ctx); err != nil {
+		return err
+	}
+	if len(l.segments)+len(segs) > raftstore.MaxSegments {
+		return l.tooLong()
+	}
+	l.segments = append(l.segments, segs...)
+	return nil
+}
+
+// Done returns the list: its chunks inline, or else its segments, the
+// last of them committed now.
+func (l *ChunkList) Done(ctx context.Context) ([]raftstore.Chunk, []raftstore.Segment, error) {
+	if len(l.segments) == 0 {
+		return l.run, nil, nil
+	}
+	err := l.flush(ctx)
+	return nil, l.segments, err
+}
+
+// flush commits every chunk not yet in a segment.
+func (l *ChunkList) flush(ctx context.Context) error {
+	for len(l.run) > 0 {
+		if err := l.stage(ctx, min(len(l.run), l.n.cfg.SegmentChunks)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stage commits the first n chunks of the run as a segment.
+func (l *ChunkList) stage(ctx context.Context, n int) error {
+	layout, err := l.n.meta.Layout()
+	if err != nil {
+		return err
+	}
+	if !everyMemberApplies(layout, segmentCommands) || len(l.segments) == raftstore.MaxSegments {
+		return l.tooLong()
+	}
+	cs := l.run[:n]
+	renew := make([]blob.ID, len(l.segments))
+	for i, s := range l.segments {
+		renew[i] = s.ID
+	}
+	seg := raftstore.StagedSegment{ID: raftstore.SegmentID(cs), Chunks: cs, K: l.n.cfg.K, M: l.n.cfg.M, At: time.Now().UTC(), Renew: renew, Owner: l.owner}
+	if _, err := l.n.apply(ctx, raftstore.StageSegmentCommand(seg)); err != nil {
+		if errors.Is(err, blob.ErrMissingChunks) { // a reused chunk was reclaimed meanwhile
+			err = fmt.Errorf("%w: %v", blob.ErrUnavailable, err) // the client may retry
+		}
+		return fmt.Errorf("committing a segment of the chunk list: %w", err)
+	}
+	ref := raftstore.Segment{ID: seg.ID, Chunks: n}
+	for _, c := range cs {
+		ref.Len += c.Len
+	}
+	l.segments = append(l.segments, ref)
+	l.run = append(l.run[:0], l.run[n:]...)
+	return nil
+}
+
+func (l *ChunkList) tooLong() error {
+	layout, _ := l.n.meta.Layout()
+	if !everyMemberApplies(layout, segmentCommands) {
+		return fmt.Errorf("%w: a chunk list of more than %d chunks needs every node to apply command version %d (an upgrade in progress)",
+			blob.ErrTooLarge, 2*l.n.cfg.SegmentChunks, segmentCommands)
+	}
+	return fmt.Errorf("%w: a chunk list of more than %d segments of %d chunks", blob.ErrTooLarge, raftstore.MaxSegments, l.n.cfg.SegmentChunks)
+}
+
+// eachChunk calls fn with each chunk of content (a blob, or an object's
+// view) that ends after byte off, in order, with its offset, until fn
+// returns false. Segments wholly before off are skipped unread; the
+// others are read one at a time, so memory stays bounded by a segment.
+func (n *Node) eachChunk(content *raftstore.Blob, off int64, fn func(start int64, c raftstore.Chunk) bool) error {
+	var start int64
+	visit := func(cs []raftstore.Chunk) bool {
+		for _, c := range cs {
+			cStart := start
+			start += c.Len
+			if start > off && !fn(cStart, c) {
+				return false
+			}
+		}
+		return true
+	}
+	if !visit(content.Chunks) {
+		return nil
+	}
+	for _, s := range content.Segments {
+		if start+s.Len <= off {
+			start += s.Len
+			continue
+		}
+		cs, err := n.meta.Segment(s.ID)
+		if err != nil {
+			return err
+		}
+		if len(cs) != s.Chunks {
+			return fmt.Errorf("%w: segment %s lists %d chunks, its reference %d", blob.ErrCorrupt, s.ID, len(cs), s.Chunks)
+		}
+		if !visit(cs) {
+			return nil
+		}
+	}
+	return nil
+}

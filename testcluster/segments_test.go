@@ -1,0 +1,176 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/atollstore/atoll/api"
+	"github.com/atollstore/atoll/blob"
+)
+
+// TestLongChunkLists: a blob whose chunk list is longer than one command
+// carries (here: more than 8 chunks, in segments of 4) is stored with its
+// list in segments, read back whole and by ranges across segment
+// boundaries, stated, deduplicated, served through a region's loss, and
+// once deleted its segments and chunks are dropped by the leader's sweep.
+// S3 objects and multipart uploads list their chunks the same way.
+func TestLongChunkLists(t *testing.T) {
+	c := start(t, Options{})
+	ctx := context.Background()
+	cl := c.Client()
+	data := randBytes(rand.New(rand.NewPCG(5, 5)), 37*chunk+5) // 38 chunks: segments of 4, the last of 2
+	id, err := cl.Put(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := leader.Node.Meta()
+	rec, err := meta.Blob(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Chunks) != 0 || len(rec.Segments) != 10 || rec.Segments[9].Chunks != 2 {
+		t.Fatalf("blob record: %d chunks inline, segments %+v; want 10 segments, the last of 2 chunks", len(rec.Chunks), rec.Segments)
+	}
+
+	checkRanges := func(when string) {
+		t.Helper()
+		if got, err := getBytes(cl, id); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: read back %d bytes (%v), not the %d put", when, len(got), err, len(data))
+		}
+		for _, r := range [][2]int64{{0, 1}, {4*chunk - 3, 10}, {5*chunk + 7, 9 * chunk}, {36 * chunk, chunk + 5}, {int64(len(data)) - 1, 1}} {
+			rc, err := cl.GetRange(ctx, id, r[0], r[1])
+			if err != nil {
+				t.Fatalf("%s: range %v: %v", when, r, err)
+			}
+			b, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || !bytes.Equal(b, data[r[0]:r[0]+r[1]]) {
+				t.Fatalf("%s: range %v read %d bytes (%v), not the data's", when, r, len(b), err)
+			}
+		}
+	}
+	checkRanges("stored")
+
+	st, err := cl.Stat(ctx, id)
+	if err != nil || len(st.Chunks) != 38 {
+		t.Fatalf("stat: %v; %d chunks, want 38", err, len(st.Chunks))
+	}
+	var off int64
+	for i, ch := range st.Chunks {
+		if want := blob.Sum(data[off : off+ch.Len]); ch.ID != want {
+			t.Fatalf("stat lists chunk %d as %s, the data's is %s", i, ch.ID, want)
+		}
+		off += ch.Len
+		for _, s := range ch.Shards {
+			if !s.Healthy {
+				t.Fatalf("stat: chunk %d has an unhealthy shard: %+v", i, s)
+			}
+		}
+	}
+
+	again, err := cl.Put(ctx, bytes.NewReader(data))
+	if err != nil || again != id {
+		t.Fatalf("the same content again: %s, %v; want %s", again, err, id)
+	}
+
+	victim := otherRegion(c, leader.Region)
+	if err := c.KillRegion(victim); err != nil {
+		t.Fatal(err)
+	}
+	checkRanges("region " + string(victim) + " down")
+	if err := c.RestartRegion(victim); err != nil {
+		t.Fatal(err)
+	}
+	waitAlive(t, c)
+
+	// S3: a single PUT and a multipart upload of three 5 MiB parts (160
+	// chunks each, listed in segments; the object relists them).
+	key, err := c.CreateAccessKey(ctx, api.KeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3c := awsClient(c, c.S3URLs()[0], key)
+	bucket := "long"
+	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &bucket}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String("single"), Body: bytes.NewReader(data)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := getObject(t, s3c, bucket, "single"); !bytes.Equal(got, data) {
+		t.Fatal("S3 object read back wrong")
+	}
+	whole := randBytes(rand.New(rand.NewPCG(6, 6)), 3*(5<<20)-1000)
+	up, err := s3c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &bucket, Key: aws.String("multi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []types.CompletedPart
+	for i := range 3 {
+		p := whole[i*(5<<20) : min(len(whole), (i+1)*(5<<20))]
+		out, err := s3c.UploadPart(ctx, &s3.UploadPartInput{Bucket: &bucket, Key: aws.String("multi"), UploadId: up.UploadId, PartNumber: aws.Int32(int32(i + 1)), Body: bytes.NewReader(p)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(int32(i + 1))})
+	}
+	if _, err := s3c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &bucket, Key: aws.String("multi"), UploadId: up.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := meta.Object(bucket, "multi")
+	if err != nil || len(o.Chunks) != 0 || len(o.Segments) < 3 {
+		t.Fatalf("multipart object: %v; %d chunks inline, %d segments", err, len(o.Chunks), len(o.Segments))
+	}
+	if got, _ := getObject(t, s3c, bucket, "multi"); !bytes.Equal(got, whole) {
+		t.Fatal("multipart object read back wrong")
+	}
+	rng := "bytes=5242000-5243000" // across the parts' boundary
+	out, err := s3c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: aws.String("multi"), Range: &rng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(out.Body)
+	out.Body.Close()
+	if !bytes.Equal(b, whole[5242000:5243001]) {
+		t.Fatal("a range across the parts read back wrong")
+	}
+
+	// Deleting: the blob and the S3 objects go; the sweep drops their
+	// segments, then nothing references the chunks any more.
+	if err := cl.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"single", "multi"} {
+		if _, err := s3c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: aws.String(k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = c.waitFor(ctx, "segments and chunks dropped", func() bool {
+		for _, s := range append(rec.Segments, o.Segments...) {
+			if _, err := meta.Segment(s.ID); !errors.Is(err, blob.ErrNotFound) {
+				return false
+			}
+		}
+		_, err := meta.Chunk(st.Chunks[20].ID)
+		return errors.Is(err, blob.ErrNotFound)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Stat(ctx, id); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("stat after delete: %v", err)
+	}
+}
