@@ -45,7 +45,7 @@ type Options struct {
 	ChunkSize      int // default: node's default
 	SmallMax       int // chunks this small use the small code; default: node's (negative: none)
 	MaxBlobSize    int64
-	SegmentChunks  int // chunks per segment of a long chunk list; default: node's
+	SegmentChunks  int           // chunks per segment of a long chunk list; default: node's
 	ShardTimeout   time.Duration // per-shard transfer timeout; default: node's
 	ClientIdle     time.Duration // a stalled client is cut after this; default: node.LoopbackTimings
 	// DeadAfter is the grace before a gone node's shards are rebuilt
