@@ -251,6 +251,9 @@ func (n *Node) checkManifest(m api.Manifest) error {
 // and segments their last holder released. Shards no chunk record
 // references any more become orphans, which the scrubbers reclaim.
 func (n *Node) dropAbandoned(ctx context.Context) error {
+	if err := n.releaseParts(ctx); err != nil {
+		return err
+	}
 	before := time.Now().Add(-n.cfg.OrphanGrace).UTC()
 	// Segments first: the chunks they release may then be dropped.
 	segs, err := n.meta.AbandonedSegments(before)
@@ -272,6 +275,19 @@ func (n *Node) dropAbandoned(ctx context.Context) error {
 		ids = ids[len(batch):]
 		_, err = n.meta.Apply(ctx, raftstore.DropStagedCommand(raftstore.DropStaged{IDs: batch, Before: before}))
 		n.log.Info("dropped abandoned staged chunks", "chunks", len(batch), "err", err)
+	}
+	return err
+}
+
+// releaseParts, on the leader, releases the parts of completed long
+// uploads, a transaction's worth a command, which may release segments
+// for dropAbandoned.
+func (n *Node) releaseParts(ctx context.Context) error {
+	ups, err := n.meta.ReleasedUploads()
+	for len(ups) > 0 && err == nil { // each command releases at least a part; the last one the upload
+		if _, err = n.meta.Apply(ctx, raftstore.DropPartsCommand(ups[0])); err == nil {
+			ups, err = n.meta.ReleasedUploads()
+		}
 	}
 	return err
 }

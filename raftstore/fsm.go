@@ -292,6 +292,8 @@ func apply(txn *badger.Txn, c Command) applyResult {
 		return applyResult{Err: applyStageSegment(txn, *c.StageSegment)}
 	case c.DropSegments != nil:
 		return applyResult{Err: applyDropSegments(txn, *c.DropSegments)}
+	case c.DropParts != nil:
+		return applyResult{Err: applyDropParts(txn, *c.DropParts)}
 	}
 	return applyResult{Err: errUnknownCommand}
 }

@@ -21,6 +21,7 @@ import (
 //
 //	f U <bucket> 0x00 <key> 0x00 <upload id>   upload record, listed in key order
 //	f P <upload id> <part number, 2 bytes BE>  part record
+//	f X <upload id>                             a completed upload whose parts are still to be released
 
 // Upload is a multipart upload in progress.
 type Upload struct {
@@ -137,7 +138,64 @@ func applyCompleteUpload(txn *badger.Txn, c CompleteUpload) error {
 	if err := applyPutObject(txn, c.Object); err != nil { // references first
 		return err
 	}
+	if len(c.Object.Segments) > 0 {
+		// A long upload: releasing every part's chunks may not fit this
+		// transaction, so the parts go later, a bounded batch a command
+		// (DropParts), the upload itself now.
+		if err := txn.Set(releasedKey(c.ID), nil); err != nil {
+			return err
+		}
+		return txn.Delete(uploadKey(c.UploadRef))
+	}
 	return dropUpload(txn, c.UploadRef)
+}
+
+func releasedKey(upload string) []byte { return append([]byte{prefixFSM, 'X'}, upload...) }
+
+// DropPartsCommand releases the next parts of a completed long upload:
+// as many as hold SegmentChunks references (at least one), a transaction's
+// worth.
+func DropPartsCommand(upload string) Command { return Command{DropParts: &upload} }
+
+func applyDropParts(txn *badger.Txn, upload string) error {
+	if _, err := txn.Get(releasedKey(upload)); err != nil {
+		return nil // done already
+	}
+	var parts []Part
+	refs := 0
+	err := scanTxn(txn, partsPrefix(upload), func(_, v []byte) error {
+		if len(parts) > 0 && refs >= SegmentChunks {
+			return errStopScan
+		}
+		var p Part
+		err := json.Unmarshal(v, &p)
+		parts, refs = append(parts, p), refs+len(p.Chunks)+len(p.Segments)
+		return err
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		return err
+	}
+	if err := dropParts(txn, upload, parts); err != nil {
+		return err
+	}
+	if !errors.Is(err, errStopScan) {
+		return txn.Delete(releasedKey(upload)) // that was the last batch
+	}
+	return nil
+}
+
+// errStopScan ends a scanTxn early.
+var errStopScan = errors.New("stop")
+
+// ReleasedUploads returns the completed uploads whose parts are still to
+// be released (DropParts), from the local replica.
+func (s *Store) ReleasedUploads() ([]string, error) {
+	var out []string
+	err := s.scan([]byte{prefixFSM, 'X'}, nil, func(k, _ []byte) (bool, error) {
+		out = append(out, string(k[2:]))
+		return true, nil
+	})
+	return out, err
 }
 
 func applyAbortUpload(txn *badger.Txn, r UploadRef) error {
@@ -158,15 +216,23 @@ func dropUpload(txn *badger.Txn, r UploadRef) error {
 	}); err != nil {
 		return err
 	}
+	if err := dropParts(txn, r.ID, parts); err != nil {
+		return err
+	}
+	return txn.Delete(uploadKey(r))
+}
+
+// dropParts releases the references of parts of upload and deletes them.
+func dropParts(txn *badger.Txn, upload string, parts []Part) error {
 	for _, p := range parts {
 		if err := dropContentRefs(txn, p.Chunks, p.Segments); err != nil {
 			return err
 		}
-		if err := txn.Delete(partKey(r.ID, p.Number)); err != nil {
+		if err := txn.Delete(partKey(upload, p.Number)); err != nil {
 			return err
 		}
 	}
-	return txn.Delete(uploadKey(r))
+	return nil
 }
 
 // scanTxn calls fn for every row under prefix, in key order.

@@ -191,11 +191,69 @@ func TestSegmentedObjectsAndParts(t *testing.T) {
 	}
 	done := Object{Bucket: "b", Key: "m", K: 6, M: 3, Segments: []Segment{segs[2].ref()}, Modified: t0}
 	mustApply(t, nodes, CompleteUploadCommand(CompleteUpload{UploadRef: up, Object: done}))
+	mustApply(t, nodes, DropPartsCommand(up.ID)) // the parts go after the upload (TestLongUploadReleasesPartsLater)
 	if refs(segs[2]) != 1 {
 		t.Fatal("completing moved the segment's reference wrongly")
 	}
 	mustApply(t, nodes, DeleteObjectCommand(ObjectRef{Bucket: "b", Key: "m"}))
 	if refs(segs[2]) != 0 {
 		t.Fatal("the completed object's delete kept its segment")
+	}
+}
+
+// TestLongUploadReleasesPartsLater: completing an upload whose object
+// lists segments releases its parts afterwards, a transaction's worth a
+// DropParts command, the upload gone at once.
+func TestLongUploadReleasesPartsLater(t *testing.T) {
+	n := soloNode(t)
+	nodes := []*testNode{n}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	mustApply(t, nodes, CreateBucketCommand(Bucket{Name: "b", Created: t0}))
+	up := UploadRef{Bucket: "b", Key: "big", ID: "u2"}
+	mustApply(t, nodes, CreateUploadCommand(Upload{ID: up.ID, Bucket: up.Bucket, Key: up.Key, Created: t0}))
+	var parts [][]Chunk
+	for i := range 3 {
+		cs := bigBlob(fmt.Sprint("part", i), 1200).Chunks
+		mustApply(t, nodes, PutPartCommand(up, Part{Number: i + 1, K: 6, M: 3, Chunks: cs}))
+		parts = append(parts, cs)
+	}
+	kept := []Chunk{parts[0][0], parts[2][5]} // what the object's segment holds
+	for i := range kept {
+		kept[i].Reused = true
+	}
+	seg := StagedSegment{ID: SegmentID(kept), K: 6, M: 3, Chunks: kept, At: t0}
+	mustApply(t, nodes, StageSegmentCommand(seg))
+	done := Object{Bucket: "b", Key: "big", K: 6, M: 3, Segments: []Segment{seg.ref()}, Modified: t0}
+	mustApply(t, nodes, CompleteUploadCommand(CompleteUpload{UploadRef: up, Object: done}))
+
+	if _, err := n.s.Upload(up); !errors.Is(err, ErrNoSuchUpload) {
+		t.Fatalf("the completed upload: %v, want ErrNoSuchUpload", err)
+	}
+	for round := 1; ; round++ {
+		ups, err := n.s.ReleasedUploads()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ups) == 0 {
+			if round != 3 {
+				t.Fatalf("parts released in %d commands, want 2", round-1)
+			}
+			break
+		}
+		if round > 3 || ups[0] != up.ID {
+			t.Fatalf("round %d: released uploads %v", round, ups)
+		}
+		if !hasChunk(n.s, parts[2][100].ID) {
+			t.Fatal("a part's chunk went before its part")
+		}
+		mustApply(t, nodes, DropPartsCommand(up.ID))
+	}
+	for i, cs := range parts {
+		if hasChunk(n.s, cs[100].ID) {
+			t.Fatalf("part %d's chunk survived its part", i+1)
+		}
+	}
+	if !hasChunk(n.s, kept[0].ID) || !hasChunk(n.s, kept[1].ID) {
+		t.Fatal("a chunk the object holds went with the parts")
 	}
 }
