@@ -179,6 +179,7 @@ func (n *Node) PutManifest(ctx context.Context, owner string, m api.Manifest) (*
 		return nil, false, err
 	}
 	rec := raftstore.Blob{ID: m.ID, Size: m.Size, K: n.cfg.K, M: n.cfg.M, Created: time.Now().UTC(), LayoutVersion: layout.Version}
+	var chunks []raftstore.Chunk
 	missing := 0
 	for _, ref := range m.Chunks {
 		c, ok := found[ref.ID]
@@ -197,10 +198,17 @@ func (n *Node) PutManifest(ctx context.Context, owner string, m api.Manifest) (*
 			}
 		}
 		c.Reused = true
-		rec.Chunks = append(rec.Chunks, c)
+		chunks = append(chunks, c)
 	}
 	if missing > 0 {
 		return nil, false, fmt.Errorf("%w: %d of the manifest's %d chunks are not stored", blob.ErrMissingChunks, missing, len(m.Chunks))
+	}
+	list := n.NewChunkList(owner) // a long one is committed in segments before the blob is read back
+	if err := list.Add(ctx, chunks...); err != nil {
+		return nil, false, err
+	}
+	if rec.Chunks, rec.Segments, err = list.Done(ctx); err != nil {
+		return nil, false, err
 	}
 	h := blake3.New()
 	if err := n.WriteRange(ctx, &rec, 0, rec.Size, h); err != nil {
@@ -227,8 +235,8 @@ func (n *Node) owns(owner string, id blob.ID) bool {
 }
 
 func (n *Node) checkManifest(m api.Manifest) error {
-	if len(m.Chunks) > min(api.MaxManifestChunks, raftstore.MaxChunksPerCommand) {
-		return fmt.Errorf("%w: a blob may have at most %d chunks (its chunk list is one metadata entry)", blob.ErrTooLarge, raftstore.MaxChunksPerCommand)
+	if len(m.Chunks) > api.MaxManifestChunks {
+		return fmt.Errorf("%w: a manifest may list at most %d chunks", blob.ErrTooLarge, api.MaxManifestChunks)
 	}
 	if m.Size > n.cfg.MaxBlobSize {
 		return fmt.Errorf("%w: blob of %d bytes exceeds the limit of %d", blob.ErrTooLarge, m.Size, n.cfg.MaxBlobSize)

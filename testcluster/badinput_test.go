@@ -23,7 +23,6 @@ import (
 	"github.com/atollstore/atoll/blob"
 	"github.com/atollstore/atoll/client"
 	"github.com/atollstore/atoll/node"
-	"github.com/atollstore/atoll/raftstore"
 )
 
 func blobCount(t *testing.T, cl *client.Client) int {
@@ -221,13 +220,14 @@ func freeBytes(path string) int64 {
 	return int64(s.Bavail) * s.Bsize
 }
 
-// TestBlobOfTooManyChunks: a blob whose chunk list would not fit one
-// metadata entry is refused up front — by its declared length, or by its
-// manifest — with 413, before any byte is stored, and the cluster goes on.
-func TestBlobOfTooManyChunks(t *testing.T) {
-	c := start(t, Options{Regions: 3, NodesPerRegion: 1, K: 2, M: 1, ChunkSize: 64 << 10})
+// TestBlobOverTheLimit: a blob larger than the node accepts is refused up
+// front — by its declared length, or by its manifest — with 413, before
+// any byte is stored, and the cluster goes on. (A long chunk list is no
+// limit: TestLongChunkLists.)
+func TestBlobOverTheLimit(t *testing.T) {
+	const limit = 1 << 20
+	c := start(t, Options{Regions: 3, NodesPerRegion: 1, K: 2, M: 1, MaxBlobSize: limit})
 	url := c.URLs()[0]
-	limit := int64(raftstore.MaxChunksPerCommand) * (64 << 10)
 
 	// A declared length one byte over: answered before the body is sent.
 	conn, err := c.Dial(context.Background(), url)
@@ -244,14 +244,14 @@ func TestBlobOfTooManyChunks(t *testing.T) {
 		t.Fatalf("declared %d bytes: %d %s", limit+1, code, wire)
 	}
 
-	// A manifest of one chunk too many.
-	m := api.Manifest{ID: blob.Sum([]byte("big")), Size: int64(raftstore.MaxChunksPerCommand + 1)}
-	for i := range raftstore.MaxChunksPerCommand + 1 {
-		m.Chunks = append(m.Chunks, api.ChunkRef{ID: blob.Sum([]byte(fmt.Sprint(i))), Len: 1})
+	// A manifest of one byte too many.
+	m := api.Manifest{ID: blob.Sum([]byte("big")), Size: limit + 1}
+	for i := range 2 {
+		m.Chunks = append(m.Chunks, api.ChunkRef{ID: blob.Sum([]byte(fmt.Sprint(i))), Len: limit/2 + int64(i)})
 	}
 	body, _ := json.Marshal(m)
 	code, msg := send(t, c, http.MethodPost, url+"/v1/manifests", body)
-	if code != http.StatusRequestEntityTooLarge || !strings.Contains(msg, "chunks") {
+	if code != http.StatusRequestEntityTooLarge || !strings.Contains(msg, "limit") {
 		t.Fatalf("manifest of %d chunks: %d %s", len(m.Chunks), code, msg)
 	}
 	cl := c.Client()
