@@ -73,6 +73,13 @@ func shardFormat(l raftstore.Layout) erasure.Format {
 	return f
 }
 
+// CanPropose reports whether every member of the cluster applies c's
+// version, so that c may be proposed (an older alternative otherwise).
+func (n *Node) CanPropose(c raftstore.Command) bool {
+	l, err := n.meta.Layout()
+	return err == nil && everyMemberApplies(l, c.Version())
+}
+
 // everyMemberApplies reports whether every member of l applies commands of
 // version v (raftstore.CommandVersion).
 func everyMemberApplies(l raftstore.Layout, v int) bool {

@@ -294,6 +294,8 @@ func apply(txn *badger.Txn, c Command) applyResult {
 		return applyResult{Err: applyDropSegments(txn, *c.DropSegments)}
 	case c.DropParts != nil:
 		return applyResult{Err: applyDropParts(txn, *c.DropParts)}
+	case c.ReleaseUpload != nil:
+		return applyResult{Err: applyReleaseUpload(txn, *c.ReleaseUpload)}
 	}
 	return applyResult{Err: errUnknownCommand}
 }

@@ -142,17 +142,15 @@ func applyCompleteUpload(txn *badger.Txn, c CompleteUpload) error {
 		// A long upload: releasing every part's chunks may not fit this
 		// transaction, so the parts go later, a bounded batch a command
 		// (DropParts), the upload itself now.
-		if err := txn.Set(releasedKey(c.ID), nil); err != nil {
-			return err
-		}
-		return txn.Delete(uploadKey(c.UploadRef))
+		return releaseUpload(txn, c.UploadRef)
 	}
 	return dropUpload(txn, c.UploadRef)
 }
 
 func releasedKey(upload string) []byte { return append([]byte{prefixFSM, 'X'}, upload...) }
 
-// DropPartsCommand releases the next parts of a completed long upload:
+// DropPartsCommand releases the next parts of a completed long upload (or
+// a released one):
 // as many as hold SegmentChunks references (at least one), a transaction's
 // worth.
 func DropPartsCommand(upload string) Command { return Command{DropParts: &upload} }
@@ -203,6 +201,25 @@ func applyAbortUpload(txn *badger.Txn, r UploadRef) error {
 		return err
 	}
 	return dropUpload(txn, r)
+}
+
+// ReleaseUploadCommand aborts an upload whose parts are released
+// afterwards (DropParts): an abort of any size fits one transaction.
+func ReleaseUploadCommand(r UploadRef) Command { return Command{ReleaseUpload: &r} }
+
+func applyReleaseUpload(txn *badger.Txn, r UploadRef) error {
+	if err := getUpload(txn, r); err != nil {
+		return err
+	}
+	return releaseUpload(txn, r)
+}
+
+// releaseUpload deletes an upload, leaving its parts for DropParts.
+func releaseUpload(txn *badger.Txn, r UploadRef) error {
+	if err := txn.Set(releasedKey(r.ID), nil); err != nil {
+		return err
+	}
+	return txn.Delete(uploadKey(r))
 }
 
 // dropUpload releases every part's references and deletes the upload.

@@ -186,7 +186,7 @@ const CommandVersion = 4
 // Version is the command version c's operation needs.
 func (c Command) Version() int {
 	switch {
-	case c.StageSegment != nil, c.DropSegments != nil, c.DropParts != nil, len(c.segmentList()) > 0:
+	case c.StageSegment != nil, c.DropSegments != nil, c.DropParts != nil, c.ReleaseUpload != nil, len(c.segmentList()) > 0:
 		return 4
 	case c.ownCodes():
 		return 3
@@ -233,6 +233,8 @@ type Command struct {
 	StageSegment *StagedSegment `json:"stage_segment,omitempty"`
 	DropSegments *DropStaged    `json:"drop_segments,omitempty"`
 	DropParts    *string        `json:"drop_parts,omitempty"`
+	// ReleaseUpload aborts an upload, its parts released afterwards.
+	ReleaseUpload *UploadRef `json:"release_upload,omitempty"`
 }
 
 // Bounds on one command, checked before it is proposed, so that it applies

@@ -202,8 +202,9 @@ func TestSegmentedObjectsAndParts(t *testing.T) {
 }
 
 // TestLongUploadReleasesPartsLater: completing an upload whose object
-// lists segments releases its parts afterwards, a transaction's worth a
-// DropParts command, the upload gone at once.
+// lists segments, or releasing (aborting) any upload, releases its parts
+// afterwards, a transaction's worth a DropParts command, the upload gone
+// at once.
 func TestLongUploadReleasesPartsLater(t *testing.T) {
 	n := soloNode(t)
 	nodes := []*testNode{n}
@@ -255,5 +256,25 @@ func TestLongUploadReleasesPartsLater(t *testing.T) {
 	}
 	if !hasChunk(n.s, kept[0].ID) || !hasChunk(n.s, kept[1].ID) {
 		t.Fatal("a chunk the object holds went with the parts")
+	}
+
+	// An abort of any size: the upload goes now, its parts after.
+	up3 := UploadRef{Bucket: "b", Key: "dropped", ID: "u3"}
+	mustApply(t, nodes, CreateUploadCommand(Upload{ID: up3.ID, Bucket: up3.Bucket, Key: up3.Key, Created: t0}))
+	cs := bigBlob("part3", 3).Chunks
+	mustApply(t, nodes, PutPartCommand(up3, Part{Number: 1, K: 6, M: 3, Chunks: cs}))
+	if v := ReleaseUploadCommand(up3).Version(); v != 4 {
+		t.Fatalf("ReleaseUpload is of version %d, want 4", v)
+	}
+	mustApply(t, nodes, ReleaseUploadCommand(up3))
+	if _, err := n.s.Upload(up3); !errors.Is(err, ErrNoSuchUpload) {
+		t.Fatalf("the released upload: %v, want ErrNoSuchUpload", err)
+	}
+	if ups, _ := n.s.ReleasedUploads(); !slices.Equal(ups, []string{up3.ID}) || !hasChunk(n.s, cs[0].ID) {
+		t.Fatalf("released uploads %v, its chunk kept: %v", ups, hasChunk(n.s, cs[0].ID))
+	}
+	mustApply(t, nodes, DropPartsCommand(up3.ID))
+	if ups, _ := n.s.ReleasedUploads(); len(ups) != 0 || hasChunk(n.s, cs[0].ID) {
+		t.Fatalf("after DropParts: released uploads %v, chunk kept: %v", ups, hasChunk(n.s, cs[0].ID))
 	}
 }

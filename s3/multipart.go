@@ -164,7 +164,11 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *request) *Error {
 }
 
 func (s *Server) abortUpload(w http.ResponseWriter, r *request) *Error {
-	if err := s.apply(r, raftstore.AbortUploadCommand(r.upload()), errNoSuchUpload); err != nil {
+	cmd := raftstore.ReleaseUploadCommand(r.upload()) // the parts go afterwards, so an abort of any size fits a command
+	if !s.node.CanPropose(cmd) {
+		cmd = raftstore.AbortUploadCommand(r.upload()) // an upgrade in progress
+	}
+	if err := s.apply(r, cmd, errNoSuchUpload); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
