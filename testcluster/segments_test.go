@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -173,4 +174,73 @@ func TestLongChunkLists(t *testing.T) {
 	if _, err := cl.Stat(ctx, id); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("stat after delete: %v", err)
 	}
+}
+
+// TestAbandonedSegmentsAreDropped: a put whose gateway dies halfway has
+// committed segments of its chunk list already; no blob names them, so
+// once the grace is over the leader's sweep drops them, and their chunks
+// with them. The blob never appears.
+func TestAbandonedSegmentsAreDropped(t *testing.T) {
+	c := start(t, Options{OrphanGrace: 10 * time.Second})
+	ctx := context.Background()
+	gateway := c.Members()[0]
+	data := randBytes(rand.New(rand.NewPCG(8, 8)), 200*chunk)
+	first := blob.Sum(data[:chunk])
+	held := func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		_, err := l.Node.Meta().Chunk(first)
+		return err == nil
+	}
+	// The gateway dies once the first segment is committed.
+	body := &hookReader{r: bytes.NewReader(data), hook: func() bool {
+		if !held() {
+			time.Sleep(time.Millisecond) // NB: the body must not run far ahead of the put
+			return false
+		}
+		if err := c.KillNode(gateway.ID); err != nil {
+			t.Error(err)
+		}
+		return true
+	}}
+	_, err := c.Client(gateway.Node.URL()).Put(ctx, body)
+	if err == nil {
+		t.Fatal("a put through a gateway killed halfway succeeded")
+	}
+	t.Logf("put: %v", err)
+	if _, err := c.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	err = c.waitFor(ctx, "the staged segments dropped", func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		_, err := l.Node.Meta().Chunk(first)
+		return errors.Is(err, blob.ErrNotFound)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("staged segments dropped %v after the failed put", time.Since(t0).Round(100*time.Millisecond))
+	if _, err := getBytes(c.Client(), blob.Sum(data)); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("the blob: %v, want not found", err)
+	}
+}
+
+// hookReader reads r, calling hook before each read until it returns true.
+type hookReader struct {
+	r    io.Reader
+	hook func() bool
+	done bool
+}
+
+func (h *hookReader) Read(p []byte) (int, error) {
+	if !h.done {
+		h.done = h.hook()
+	}
+	return h.r.Read(p[:min(len(p), 16<<10)])
 }
