@@ -21,7 +21,7 @@ import (
 //
 //	f U <bucket> 0x00 <key> 0x00 <upload id>   upload record, listed in key order
 //	f P <upload id> <part number, 2 bytes BE>  part record
-//	f X <upload id>                             a completed upload whose parts are still to be released
+//	f X <upload id>                             a released upload whose parts are still to be dropped
 
 // Upload is a multipart upload in progress.
 type Upload struct {
@@ -149,10 +149,9 @@ func applyCompleteUpload(txn *badger.Txn, c CompleteUpload) error {
 
 func releasedKey(upload string) []byte { return append([]byte{prefixFSM, 'X'}, upload...) }
 
-// DropPartsCommand releases the next parts of a completed long upload (or
-// a released one):
-// as many as hold SegmentChunks references (at least one), a transaction's
-// worth.
+// DropPartsCommand releases the next parts of a released upload (a long
+// one completed, or one aborted by ReleaseUpload): as many as hold
+// SegmentChunks references (at least one), a transaction's worth.
 func DropPartsCommand(upload string) Command { return Command{DropParts: &upload} }
 
 func applyDropParts(txn *badger.Txn, upload string) error {
@@ -185,8 +184,8 @@ func applyDropParts(txn *badger.Txn, upload string) error {
 // errStopScan ends a scanTxn early.
 var errStopScan = errors.New("stop")
 
-// ReleasedUploads returns the completed uploads whose parts are still to
-// be released (DropParts), from the local replica.
+// ReleasedUploads returns the released uploads whose parts are still to
+// be dropped (DropParts), from the local replica.
 func (s *Store) ReleasedUploads() ([]string, error) {
 	var out []string
 	err := s.scan([]byte{prefixFSM, 'X'}, nil, func(k, _ []byte) (bool, error) {
