@@ -23,14 +23,24 @@ type PutResult struct {
 	Size int64   `json:"size"`
 }
 
-// Stat describes a blob and the health of each of its shards.
+// Stat describes a blob and the health of each of its shards, a page of
+// at most StatPage chunks at a time: GET /v1/blobs/{id}/stat?from=N
+// describes chunks N onwards (from 0), and Next, when not 0, is where the
+// next page starts.
 type Stat struct {
-	ID     blob.ID     `json:"id"`
-	Size   int64       `json:"size"`
-	K      int         `json:"k"`
-	M      int         `json:"m"`
-	Chunks []ChunkStat `json:"chunks"`
+	ID         blob.ID     `json:"id"`
+	Size       int64       `json:"size"`
+	K          int         `json:"k"`
+	M          int         `json:"m"`
+	ChunkCount int         `json:"chunk_count"`
+	From       int         `json:"from,omitempty"`
+	Chunks     []ChunkStat `json:"chunks"`
+	Next       int         `json:"next,omitempty"`
 }
+
+// StatPage bounds the chunks one stat request describes (and the shard
+// checks it makes: up to k+m a chunk).
+const StatPage = 1024
 
 // ChunkStat describes one chunk.
 type ChunkStat struct {

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -222,10 +223,23 @@ func (c *Client) Size(ctx context.Context, id blob.ID) (int64, error) {
 	return resp.ContentLength, nil
 }
 
-// Stat describes a blob and checks each of its shards.
+// Stat describes a blob and checks each of its shards, asking for page
+// after page (api.StatPage chunks each) until the last.
 func (c *Client) Stat(ctx context.Context, id blob.ID) (*api.Stat, error) {
 	var st api.Stat
-	return &st, c.getJSON(ctx, "/v1/blobs/"+id.String()+"/stat", &st)
+	for next := 0; ; {
+		var page api.Stat
+		if err := c.getJSON(ctx, "/v1/blobs/"+id.String()+"/stat?from="+strconv.Itoa(next), &page); err != nil {
+			return nil, err
+		}
+		chunks := append(st.Chunks, page.Chunks...)
+		st, st.Chunks = page, chunks
+		if page.Next <= next {
+			st.From, st.Next = 0, 0
+			return &st, nil
+		}
+		next = page.Next
+	}
 }
 
 // Delete removes a blob.

@@ -24,7 +24,7 @@ import (
 //
 //	POST|PUT /v1/blobs          body = blob bytes  -> 201 {"id", "size"}
 //	GET|HEAD /v1/blobs/{id}     blob bytes; single Range, ETag, If-None-Match
-//	GET      /v1/blobs/{id}/stat
+//	GET      /v1/blobs/{id}/stat[?from=N]   chunks N.. (api.StatPage a page) and their shards' health
 //	DELETE   /v1/blobs/{id}     -> 204
 //	POST     /v1/chunks/have    {"chunks": [id...]} -> {"missing": [id...]}
 //	PUT      /v1/chunks/{id}    body = one chunk (≤ 8 MiB) -> 201 stored, 200 already held
@@ -360,11 +360,20 @@ func (n *Node) handleStat(w http.ResponseWriter, r *http.Request) {
 	if b == nil {
 		return
 	}
+	from, err := strconv.Atoi(cmp.Or(r.URL.Query().Get("from"), "0"))
+	if err != nil || from < 0 {
+		writeError(w, fmt.Errorf("%w: from must be a chunk index", blob.ErrBadRequest))
+		return
+	}
 	layout, _ := n.meta.Layout()
-	st := api.Stat{ID: b.ID, Size: b.Size, K: b.K, M: b.M, Chunks: make([]api.ChunkStat, 0, len(b.Chunks))}
+	st := api.Stat{ID: b.ID, Size: b.Size, K: b.K, M: b.M, ChunkCount: chunkCount(b), From: from}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
-	err := n.eachChunk(b, 0, func(_ int64, c raftstore.Chunk) bool {
+	err = n.walkChunks(b, func(end int, _ int64) bool { return end <= from }, func(i int, _ int64, c raftstore.Chunk) bool {
+		if i >= from+api.StatPage {
+			st.Next = i
+			return false
+		}
 		cs := api.ChunkStat{ID: c.ID, Len: c.Len, K: cmp.Or(c.K, b.K), M: cmp.Or(c.M, b.M), Shards: make([]api.ShardStat, len(c.Shards))}
 		st.Chunks = append(st.Chunks, cs)
 		for si, id := range c.Shards {

@@ -117,15 +117,24 @@ func (l *ChunkList) tooLong() error {
 
 // eachChunk calls fn with each chunk of content (a blob, or an object's
 // view) that ends after byte off, in order, with its offset, until fn
-// returns false. Segments wholly before off are skipped unread; the
-// others are read one at a time, so memory stays bounded by a segment.
+// returns false.
 func (n *Node) eachChunk(content *raftstore.Blob, off int64, fn func(start int64, c raftstore.Chunk) bool) error {
-	var start int64
+	return n.walkChunks(content, func(_ int, end int64) bool { return end <= off },
+		func(_ int, start int64, c raftstore.Chunk) bool { return fn(start, c) })
+}
+
+// walkChunks calls fn with each chunk of content, its index and offset,
+// in order, until fn returns false — but for chunks, and whole segments,
+// that before says lie before the part wanted, given the chunk count and
+// byte offset they end at. Skipped segments are not read; the others are
+// read one at a time, so memory stays bounded by a segment.
+func (n *Node) walkChunks(content *raftstore.Blob, before func(chunks int, end int64) bool, fn func(i int, start int64, c raftstore.Chunk) bool) error {
+	i, start := 0, int64(0)
 	visit := func(cs []raftstore.Chunk) bool {
 		for _, c := range cs {
-			cStart := start
-			start += c.Len
-			if start > off && !fn(cStart, c) {
+			ci, cStart := i, start
+			i, start = i+1, start+c.Len
+			if !before(i, start) && !fn(ci, cStart, c) {
 				return false
 			}
 		}
@@ -135,8 +144,8 @@ func (n *Node) eachChunk(content *raftstore.Blob, off int64, fn func(start int64
 		return nil
 	}
 	for _, s := range content.Segments {
-		if start+s.Len <= off {
-			start += s.Len
+		if before(i+s.Chunks, start+s.Len) {
+			i, start = i+s.Chunks, start+s.Len
 			continue
 		}
 		cs, err := n.meta.Segment(s.ID)
@@ -151,4 +160,13 @@ func (n *Node) eachChunk(content *raftstore.Blob, off int64, fn func(start int64
 		}
 	}
 	return nil
+}
+
+// chunkCount is how many chunks content lists.
+func chunkCount(content *raftstore.Blob) int {
+	n := len(content.Chunks)
+	for _, s := range content.Segments {
+		n += s.Chunks
+	}
+	return n
 }

@@ -3,9 +3,12 @@ package testcluster
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"testing"
 	"time"
 
@@ -243,4 +246,48 @@ func (h *hookReader) Read(p []byte) (int, error) {
 		h.done = h.hook()
 	}
 	return h.r.Read(p[:min(len(p), 16<<10)])
+}
+
+// TestStatPages: a stat answers at most api.StatPage chunks (and checks
+// their shards only) a request; the client follows the pages, and a
+// page from any chunk on, in a list in segments, is that chunk on.
+func TestStatPages(t *testing.T) {
+	const small = 4 << 10
+	c := start(t, Options{Regions: 3, NodesPerRegion: 1, K: 2, M: 1, ChunkSize: small, SmallMax: -1})
+	ctx := context.Background()
+	cl := c.Client()
+	n := api.StatPage + 6
+	data := randBytes(rand.New(rand.NewPCG(9, 9)), n*small)
+	id, err := cl.Put(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cl.Stat(ctx, id)
+	if err != nil || len(st.Chunks) != n || st.ChunkCount != n || st.Next != 0 {
+		t.Fatalf("stat: %v; %d chunks of %d, next %d; want all %d", err, len(st.Chunks), st.ChunkCount, st.Next, n)
+	}
+	for i, ch := range st.Chunks {
+		if ch.ID != blob.Sum(data[i*small:(i+1)*small]) || len(ch.Shards) != 3 {
+			t.Fatalf("chunk %d stated as %s with %d shards", i, ch.ID, len(ch.Shards))
+		}
+	}
+	url := c.URLs()[0] + "/v1/blobs/" + id.String() + "/stat"
+	for _, tc := range []struct {
+		from, chunks, next int
+	}{{0, api.StatPage, api.StatPage}, {api.StatPage, 6, 0}, {3, api.StatPage, api.StatPage + 3}, {13, n - 13, 0}, {n + 5, 0, 0}} {
+		code, body := send(t, c, http.MethodGet, fmt.Sprintf("%s?from=%d", url, tc.from), nil)
+		var page api.Stat
+		if code != http.StatusOK || json.Unmarshal([]byte(body), &page) != nil {
+			t.Fatalf("from %d: %d %.200s", tc.from, code, body)
+		}
+		if len(page.Chunks) != tc.chunks || page.Next != tc.next || page.From != tc.from {
+			t.Fatalf("from %d: %d chunks, next %d; want %d, %d", tc.from, len(page.Chunks), page.Next, tc.chunks, tc.next)
+		}
+		if tc.chunks > 0 && page.Chunks[0].ID != st.Chunks[tc.from].ID {
+			t.Fatalf("from %d: the page starts at %s, not chunk %d", tc.from, page.Chunks[0].ID, tc.from)
+		}
+	}
+	if code, _ := send(t, c, http.MethodGet, url+"?from=-1", nil); code != http.StatusBadRequest {
+		t.Fatalf("from -1: %d, want 400", code)
+	}
 }
