@@ -50,7 +50,7 @@ func (l *ChunkList) AddSegments(ctx context.Context, segs ...raftstore.Segment) 
 		return err
 	}
 	if len(l.segments)+len(segs) > raftstore.MaxSegments {
-		return l.tooLong()
+		return l.n.listTooLong()
 	}
 	l.segments = append(l.segments, segs...)
 	return nil
@@ -78,12 +78,8 @@ func (l *ChunkList) flush(ctx context.Context) error {
 
 // stage commits the first n chunks of the run as a segment.
 func (l *ChunkList) stage(ctx context.Context, n int) error {
-	layout, err := l.n.meta.Layout()
-	if err != nil {
-		return err
-	}
-	if !everyMemberApplies(layout, segmentCommands) || len(l.segments) == raftstore.MaxSegments {
-		return l.tooLong()
+	if !l.n.segmentsAllowed() || len(l.segments) == raftstore.MaxSegments {
+		return l.n.listTooLong()
 	}
 	cs := l.run[:n]
 	renew := make([]blob.ID, len(l.segments))
@@ -106,13 +102,21 @@ func (l *ChunkList) stage(ctx context.Context, n int) error {
 	return nil
 }
 
-func (l *ChunkList) tooLong() error {
-	layout, _ := l.n.meta.Layout()
-	if !everyMemberApplies(layout, segmentCommands) {
+// listTooLong is the error for a chunk list that cannot be committed:
+// longer than one command while a member does not apply segments yet, or
+// longer than MaxSegments.
+func (n *Node) listTooLong() error {
+	if !n.segmentsAllowed() {
 		return fmt.Errorf("%w: a chunk list of more than %d chunks needs every node to apply command version %d (an upgrade in progress)",
-			blob.ErrTooLarge, 2*l.n.cfg.SegmentChunks, segmentCommands)
+			blob.ErrTooLarge, 2*n.cfg.SegmentChunks, segmentCommands)
 	}
-	return fmt.Errorf("%w: a chunk list of more than %d segments of %d chunks", blob.ErrTooLarge, raftstore.MaxSegments, l.n.cfg.SegmentChunks)
+	return fmt.Errorf("%w: a chunk list of more than %d segments of %d chunks", blob.ErrTooLarge, raftstore.MaxSegments, n.cfg.SegmentChunks)
+}
+
+// segmentsAllowed reports whether every member applies chunk lists in
+// segments.
+func (n *Node) segmentsAllowed() bool {
+	return n.CanPropose(raftstore.StageSegmentCommand(raftstore.StagedSegment{}))
 }
 
 // eachChunk calls fn with each chunk of content (a blob, or an object's
