@@ -291,6 +291,31 @@ func (s *Store) Uploads(bucket, prefix string) ([]Upload, error) {
 	return out, err
 }
 
+// EachPart calls fn with the parts of an upload in number order, without
+// their chunks' locations, until fn returns false: one part in memory at a
+// time, however many an upload has.
+func (s *Store) EachPart(r UploadRef, fn func(Part) bool) error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		if err := getUpload(txn, r); err != nil {
+			return err
+		}
+		return scanTxn(txn, partsPrefix(r.ID), func(_, v []byte) error {
+			var p Part
+			if err := json.Unmarshal(v, &p); err != nil {
+				return err
+			}
+			if !fn(p) {
+				return errStopScan
+			}
+			return nil
+		})
+	})
+	if errors.Is(err, errStopScan) {
+		return nil
+	}
+	return err
+}
+
 // Parts returns the parts of an upload in number order, with their
 // chunks' locations.
 func (s *Store) Parts(r UploadRef) ([]Part, error) {

@@ -26,6 +26,9 @@ type Reader interface {
 	Upload(r UploadRef) (Upload, error)
 	Uploads(bucket, prefix string) ([]Upload, error)
 	Parts(r UploadRef) ([]Part, error)
+	// EachPart calls fn with an upload's parts in number order, without
+	// chunk locations, until fn returns false.
+	EachPart(r UploadRef, fn func(Part) bool) error
 	Link(id string) (Link, error)
 	Owners(id blob.ID) ([]string, error)
 	Holds(tenant string, chunk blob.ID) (bool, error)

@@ -110,23 +110,42 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *request) *Error {
 	if err != nil {
 		return toS3(err, errNoSuchUpload)
 	}
-	stored, err := s.node.Meta().Parts(up)
-	if err != nil {
-		return toS3(err, errNoSuchUpload)
-	}
-	byNum := map[int]raftstore.Part{}
-	for _, p := range stored {
-		byNum[p.Number] = p
-	}
-	o := raftstore.Object{Bucket: r.bucket, Key: r.key, ContentType: u.ContentType, Meta: u.Meta, Modified: time.Now().UTC()}
-	list := s.node.NewChunkList("")
-	etags := md5.New()
-	for i, want := range in.Parts {
-		if i > 0 && want.Number <= in.Parts[i-1].Number {
+	for i := 1; i < len(in.Parts); i++ {
+		if in.Parts[i].Number <= in.Parts[i-1].Number {
 			return errInvalidPartOrder
 		}
-		p, ok := byNum[want.Number]
-		if !ok || !etagMatches(want.ETag, p.ETag) {
+	}
+	// The parts named, in order, merged with the stored ones (in number
+	// order too): one part in memory at a time, however many there are.
+	eachNamed := func(fn func(i int, p raftstore.Part) *Error) *Error {
+		i := 0
+		var ferr *Error
+		err := s.node.Meta().EachPart(up, func(p raftstore.Part) bool {
+			switch {
+			case i == len(in.Parts):
+				return false
+			case p.Number < in.Parts[i].Number:
+				return true // uploaded, not named
+			case p.Number > in.Parts[i].Number:
+				ferr = errInvalidPart // named, never uploaded
+				return false
+			}
+			ferr = fn(i, p)
+			i++
+			return ferr == nil
+		})
+		switch {
+		case err != nil:
+			return toS3(err, errNoSuchUpload)
+		case ferr == nil && i < len(in.Parts):
+			return errInvalidPart
+		}
+		return ferr
+	}
+	o := raftstore.Object{Bucket: r.bucket, Key: r.key, ContentType: u.ContentType, Meta: u.Meta, Modified: time.Now().UTC()}
+	etags := md5.New()
+	check := func(i int, p raftstore.Part) *Error {
+		if !etagMatches(in.Parts[i].ETag, p.ETag) {
 			return errInvalidPart
 		}
 		if p.Size < minPartSize && i < len(in.Parts)-1 {
@@ -135,6 +154,16 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *request) *Error {
 		sum, _ := hex.DecodeString(strings.Trim(p.ETag, `"`))
 		etags.Write(sum)
 		o.K, o.M, o.Size = p.K, p.M, o.Size+p.Size
+		return nil
+	}
+	if err := eachNamed(check); err != nil {
+		return err
+	}
+	list := s.node.NewChunkList("")
+	relist := func(i int, p raftstore.Part) *Error {
+		if !etagMatches(in.Parts[i].ETag, p.ETag) {
+			return errInvalidPart // replaced since it was checked
+		}
 		for i := range p.Chunks {
 			p.Chunks[i].Reused = true // the part holds it until the commit
 		}
@@ -144,6 +173,10 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *request) *Error {
 		if err := list.AddSegments(r.Context(), p.Segments...); err != nil {
 			return toS3(err, errInternal)
 		}
+		return nil
+	}
+	if err := eachNamed(relist); err != nil {
+		return err
 	}
 	if o.Chunks, o.Segments, err = list.Done(r.Context()); err != nil {
 		return toS3(err, errInternal)

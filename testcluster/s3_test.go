@@ -261,6 +261,15 @@ func TestS3WithAWSSDK(t *testing.T) {
 	if _, err := cl.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: bucket, Key: aws.String("big.bin"), UploadId: mp.UploadId, MultipartUpload: completed(1, 0, 2)}); s3Code(err) != "InvalidPartOrder" {
 		t.Fatalf("complete out of order: %v", err)
 	}
+	never := completed(0, 1)
+	never.Parts = append(never.Parts, types.CompletedPart{PartNumber: aws.Int32(4), ETag: etags[2]})
+	wrong := completed(0, 1, 2)
+	wrong.Parts[1].ETag = etags[0]
+	for name, cm := range map[string]*types.CompletedMultipartUpload{"a part never uploaded": never, "a wrong ETag": wrong} {
+		if _, err := cl.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: bucket, Key: aws.String("big.bin"), UploadId: mp.UploadId, MultipartUpload: cm}); s3Code(err) != "InvalidPart" {
+			t.Fatalf("complete with %s: %v", name, err)
+		}
+	}
 	done, err := cl.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: bucket, Key: aws.String("big.bin"), UploadId: mp.UploadId, MultipartUpload: completed(0, 1, 2)})
 	if err != nil || !strings.HasSuffix(*done.ETag, `-3"`) {
 		t.Fatalf("complete: %+v %v", done, err)
