@@ -146,7 +146,7 @@ func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", blob.ErrTooLarge, r.ContentLength, n.cfg.MaxBlobSize))
 		return
 	}
-	if chunks := (r.ContentLength + int64(n.cfg.ChunkSize) - 1) / int64(n.cfg.ChunkSize); chunks > int64(2*n.cfg.SegmentChunks) && !n.segmentsAllowed() {
+	if chunks := (r.ContentLength + int64(n.cfg.ChunkSize) - 1) / int64(n.cfg.ChunkSize); chunks > int64(n.cfg.SegmentChunks) && !n.segmentsAllowed() {
 		writeError(w, n.listTooLong()) // an upgrade in progress: refused before any byte is stored
 		return
 	}

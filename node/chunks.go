@@ -210,6 +210,11 @@ func (n *Node) PutManifest(ctx context.Context, owner string, m api.Manifest) (*
 	if rec.Chunks, rec.Segments, err = list.Done(ctx); err != nil {
 		return nil, false, err
 	}
+	if len(rec.Segments) > 0 {
+		if err := n.Sync(ctx); err != nil { // the read below is of this replica: it must hold the segments
+			return nil, false, err
+		}
+	}
 	h := blake3.New()
 	if err := n.WriteRange(ctx, &rec, 0, rec.Size, h); err != nil {
 		return nil, false, fmt.Errorf("verifying manifest of %s: %w", m.ID, err)

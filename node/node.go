@@ -103,7 +103,7 @@ type Config struct {
 	PutParallel    int   // chunks in flight per put (default 4)
 	// SegmentChunks is how many chunks a segment of a long chunk list
 	// holds (default and most raftstore.SegmentChunks); a list of up to
-	// twice as many is committed inline. Tests make it small.
+	// as many is committed inline. Tests make it small.
 	SegmentChunks int
 	// ShardFormat is the newest shard format this node advertises (default
 	// erasure.Newest); the cluster writes the newest every member reads.

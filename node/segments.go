@@ -14,16 +14,18 @@ import (
 const segmentCommands = 4
 
 // ChunkList builds a content's chunk list in order: inline while it fits
-// the command that will commit the content (up to twice
-// Config.SegmentChunks chunks), else committed in segments of
+// the command that will commit the content (up to Config.SegmentChunks
+// chunks), else committed in segments of
 // SegmentChunks as it grows (raftstore.StagedSegment), each renewing the
-// grace of those before it, so that the list in memory and in any one
-// command stays bounded whatever the content's size.
+// grace of those before it that are half a grace old, so that the list in
+// memory and in any one command stays bounded whatever the content's
+// size.
 type ChunkList struct {
 	n        *Node
 	owner    string
 	run      []raftstore.Chunk // not yet in a segment
 	segments []raftstore.Segment
+	dated    []time.Time // when each segment this list staged was last dated; zero: held by another record
 }
 
 // NewChunkList starts the chunk list of a content stored for tenant owner
@@ -35,7 +37,7 @@ func (n *Node) NewChunkList(owner string) *ChunkList { return &ChunkList{n: n, o
 func (l *ChunkList) Add(ctx context.Context, cs ...raftstore.Chunk) error {
 	l.run = append(l.run, cs...)
 	s := l.n.cfg.SegmentChunks
-	for len(l.run) > 2*s || (len(l.segments) > 0 && len(l.run) >= s) {
+	for len(l.run) > s || (len(l.segments) > 0 && len(l.run) == s) {
 		if err := l.stage(ctx, s); err != nil {
 			return err
 		}
@@ -53,6 +55,7 @@ func (l *ChunkList) AddSegments(ctx context.Context, segs ...raftstore.Segment) 
 		return l.n.listTooLong()
 	}
 	l.segments = append(l.segments, segs...)
+	l.dated = append(l.dated, make([]time.Time, len(segs))...)
 	return nil
 }
 
@@ -82,11 +85,17 @@ func (l *ChunkList) stage(ctx context.Context, n int) error {
 		return l.n.listTooLong()
 	}
 	cs := l.run[:n]
-	renew := make([]blob.ID, len(l.segments))
-	for i, s := range l.segments {
-		renew[i] = s.ID
+	now := time.Now().UTC()
+	var renew []int // the segments dated half a grace ago or more, oldest first
+	for i, d := range l.dated {
+		if !d.IsZero() && now.Sub(d) >= l.n.cfg.OrphanGrace/2 && len(renew) < raftstore.MaxRenew {
+			renew = append(renew, i)
+		}
 	}
-	seg := raftstore.StagedSegment{ID: raftstore.SegmentID(cs), Chunks: cs, K: l.n.cfg.K, M: l.n.cfg.M, At: time.Now().UTC(), Renew: renew, Owner: l.owner}
+	seg := raftstore.StagedSegment{ID: raftstore.SegmentID(cs), Chunks: cs, K: l.n.cfg.K, M: l.n.cfg.M, At: now, Owner: l.owner}
+	for _, i := range renew {
+		seg.Renew = append(seg.Renew, l.segments[i].ID)
+	}
 	if _, err := l.n.apply(ctx, raftstore.StageSegmentCommand(seg)); err != nil {
 		if errors.Is(err, blob.ErrMissingChunks) { // a reused chunk was reclaimed meanwhile
 			err = fmt.Errorf("%w: %v", blob.ErrUnavailable, err) // the client may retry
@@ -97,7 +106,10 @@ func (l *ChunkList) stage(ctx context.Context, n int) error {
 	for _, c := range cs {
 		ref.Len += c.Len
 	}
-	l.segments = append(l.segments, ref)
+	for _, i := range renew {
+		l.dated[i] = now
+	}
+	l.segments, l.dated = append(l.segments, ref), append(l.dated, now)
 	l.run = append(l.run[:0], l.run[n:]...)
 	return nil
 }
@@ -108,7 +120,7 @@ func (l *ChunkList) stage(ctx context.Context, n int) error {
 func (n *Node) listTooLong() error {
 	if !n.segmentsAllowed() {
 		return fmt.Errorf("%w: a chunk list of more than %d chunks needs every node to apply command version %d (an upgrade in progress)",
-			blob.ErrTooLarge, 2*n.cfg.SegmentChunks, segmentCommands)
+			blob.ErrTooLarge, n.cfg.SegmentChunks, segmentCommands)
 	}
 	return fmt.Errorf("%w: a chunk list of more than %d segments of %d chunks", blob.ErrTooLarge, raftstore.MaxSegments, n.cfg.SegmentChunks)
 }

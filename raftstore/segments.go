@@ -32,13 +32,16 @@ import (
 //	f s <id>   segment: its chunk list (JSON, without locations)
 //	f S <id>   its state: references, when staged, size
 const (
-	// SegmentChunks bounds a segment: its chunks' records and its own fit
-	// one transaction (about 1.2 MB of writes; a chunk record with nine
-	// locations is about 150 bytes).
-	SegmentChunks = 2048
-	// MaxSegments bounds a content's segments: 4,096 segments of 2,048 4 MiB
-	// chunks is 32 TiB.
+	// SegmentChunks bounds a segment: its command fits MaxCommandSize and
+	// its chunks' records and its own fit one transaction (about 1.2 MB of
+	// writes) even with nine locations of the longest node IDs (63
+	// bytes): about 650 bytes a chunk (TestSegmentedBlobs).
+	SegmentChunks = 1024
+	// MaxSegments bounds a content's segments: 4,096 segments of 1,024 4 MiB
+	// chunks is 16 TiB.
 	MaxSegments = 4096
+	// MaxRenew bounds the segments one StageSegment renews.
+	MaxRenew = 512
 )
 
 // Segment is a content record's reference to one of its segments.
@@ -56,9 +59,9 @@ type StagedSegment struct {
 	K      int     `json:"k"`  // the content's code
 	M      int     `json:"m"`
 	Chunks []Chunk `json:"chunks"`
-	// At dates it (set by the proposer); Renew names the content's earlier
-	// segments, whose grace restarts at At while they are unreferenced, so
-	// a long upload keeps all it has staged.
+	// At dates it (set by the proposer); Renew names earlier segments of
+	// the content (at most MaxRenew), whose grace restarts at At while
+	// they are unreferenced, so a long upload keeps all it has staged.
 	At    time.Time `json:"at"`
 	Renew []blob.ID `json:"renew,omitempty"`
 	// Owner is the tenant that sent the chunks' bytes (tenants.go).
@@ -97,8 +100,8 @@ func segmentKey(id blob.ID) []byte      { return append([]byte{prefixFSM, 's'}, 
 func segmentStateKey(id blob.ID) []byte { return append([]byte{prefixFSM, 'S'}, id[:]...) }
 
 func applyStageSegment(txn *badger.Txn, s StagedSegment) error {
-	if len(s.Chunks) == 0 || len(s.Chunks) > SegmentChunks {
-		return fmt.Errorf("%w: a segment of %d chunks (1 to %d)", blob.ErrBadRequest, len(s.Chunks), SegmentChunks)
+	if len(s.Chunks) == 0 || len(s.Chunks) > SegmentChunks || len(s.Renew) > MaxRenew {
+		return fmt.Errorf("%w: a segment of %d chunks (1 to %d) renewing %d (at most %d)", blob.ErrBadRequest, len(s.Chunks), SegmentChunks, len(s.Renew), MaxRenew)
 	}
 	if SegmentID(s.Chunks) != s.ID {
 		return fmt.Errorf("%w: segment %s is not the address of its chunks", blob.ErrBadRequest, s.ID)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,26 @@ import (
 func stagedSegment(seed string, n int, at time.Time) StagedSegment {
 	cs := bigBlob(seed, n).Chunks
 	return StagedSegment{ID: SegmentID(cs), K: 6, M: 3, Chunks: cs, At: at}
+}
+
+// worstSegment is the largest StageSegment there may be: SegmentChunks
+// new chunks, each with nine locations of the longest node IDs, for a
+// tenant of the longest name, renewing MaxRenew segments.
+func worstSegment(at time.Time) StagedSegment {
+	s := stagedSegment("full", SegmentChunks, at)
+	var shards []blob.NodeID
+	for i := range 9 {
+		shards = append(shards, blob.NodeID(fmt.Sprintf("%02d%s", i, strings.Repeat("n", 61))))
+	}
+	for i := range s.Chunks {
+		s.Chunks[i].Shards, s.Chunks[i].Format = shards, 2
+	}
+	s.ID = SegmentID(s.Chunks)
+	s.Owner = strings.Repeat("t", 128)
+	for i := range MaxRenew {
+		s.Renew = append(s.Renew, blob.Sum([]byte(fmt.Sprint("renew", i))))
+	}
+	return s
 }
 
 func (s StagedSegment) ref() Segment {
@@ -43,7 +64,7 @@ func TestSegmentedBlobs(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-	full := stagedSegment("full", SegmentChunks, t0) // the largest a segment may be
+	full := worstSegment(t0) // the largest a segment and its command may be
 	shared := stagedSegment("shared", 10, t0)
 	stray := stagedSegment("stray", 3, t0)
 	renewed := stagedSegment("renewed", 3, t0)
@@ -214,7 +235,7 @@ func TestLongUploadReleasesPartsLater(t *testing.T) {
 	mustApply(t, nodes, CreateUploadCommand(Upload{ID: up.ID, Bucket: up.Bucket, Key: up.Key, Created: t0}))
 	var parts [][]Chunk
 	for i := range 3 {
-		cs := bigBlob(fmt.Sprint("part", i), 1200).Chunks
+		cs := bigBlob(fmt.Sprint("part", i), 600).Chunks
 		mustApply(t, nodes, PutPartCommand(up, Part{Number: i + 1, K: 6, M: 3, Chunks: cs}))
 		parts = append(parts, cs)
 	}

@@ -33,7 +33,7 @@ func start(t *testing.T, opts Options) *Cluster {
 		opts.SmallMax = chunk / 2 // corpora then hold chunks of both codes
 	}
 	if opts.SegmentChunks == 0 {
-		opts.SegmentChunks = 4 // a blob of more than 8 chunks lists them in segments
+		opts.SegmentChunks = 4 // a blob of more than 4 chunks lists them in segments
 	}
 	c, err := Start(context.Background(), opts)
 	if err != nil {
