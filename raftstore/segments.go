@@ -168,40 +168,30 @@ func updateSegment(txn *badger.Txn, id blob.ID, fn func(*segmentState) bool) err
 }
 
 // addSegmentRefs takes one reference on each distinct segment of segs,
-// which must exist as referenced.
+// which must exist, each reference stating its segment's size.
 func addSegmentRefs(txn *badger.Txn, segs []Segment) error {
 	if len(segs) > MaxSegments {
 		return fmt.Errorf("%w: %d segments; the limit is %d", blob.ErrTooLarge, len(segs), MaxSegments)
 	}
 	seen := map[blob.ID]bool{}
 	for _, s := range segs {
-		if seen[s.ID] {
-			continue
-		}
-		seen[s.ID] = true
-		err := updateSegment(txn, s.ID, func(st *segmentState) bool {
-			st.Refs++
-			return true
-		})
-		if errors.Is(err, blob.ErrNotFound) {
-			return fmt.Errorf("segment %s: %w", s.ID, ErrChunkGone)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return checkSegments(txn, segs)
-}
-
-// checkSegments verifies that every reference states its segment's size.
-func checkSegments(txn *badger.Txn, segs []Segment) error {
-	for _, s := range segs {
 		var st segmentState
-		if err := getJSON(txn, segmentStateKey(s.ID), &st); err != nil {
+		switch err := getJSON(txn, segmentStateKey(s.ID), &st); {
+		case errors.Is(err, blob.ErrNotFound):
+			return fmt.Errorf("segment %s: %w", s.ID, ErrChunkGone)
+		case err != nil:
 			return err
 		}
 		if st.Chunks != s.Chunks || st.Len != s.Len {
 			return fmt.Errorf("%w: segment %s has %d chunks of %d bytes, not %d of %d", blob.ErrBadRequest, s.ID, st.Chunks, st.Len, s.Chunks, s.Len)
+		}
+		if seen[s.ID] {
+			continue
+		}
+		seen[s.ID] = true
+		st.Refs++
+		if err := setJSON(txn, segmentStateKey(s.ID), st); err != nil {
+			return err
 		}
 	}
 	return nil
