@@ -160,14 +160,12 @@ func applyDropParts(txn *badger.Txn, upload string) error {
 	}
 	var parts []Part
 	refs := 0
-	err := scanTxn(txn, partsPrefix(upload), func(_, v []byte) error {
+	err := scanParts(txn, upload, func(p Part) error {
 		if len(parts) > 0 && refs >= SegmentChunks {
 			return errStopScan
 		}
-		var p Part
-		err := json.Unmarshal(v, &p)
 		parts, refs = append(parts, p), refs+len(p.Chunks)+len(p.Segments)
-		return err
+		return nil
 	})
 	if err != nil && !errors.Is(err, errStopScan) {
 		return err
@@ -224,12 +222,7 @@ func releaseUpload(txn *badger.Txn, r UploadRef) error {
 // dropUpload releases every part's references and deletes the upload.
 func dropUpload(txn *badger.Txn, r UploadRef) error {
 	var parts []Part
-	if err := scanTxn(txn, partsPrefix(r.ID), func(_, v []byte) error {
-		var p Part
-		err := json.Unmarshal(v, &p)
-		parts = append(parts, p)
-		return err
-	}); err != nil {
+	if err := scanParts(txn, r.ID, func(p Part) error { parts = append(parts, p); return nil }); err != nil {
 		return err
 	}
 	if err := dropParts(txn, r.ID, parts); err != nil {
@@ -249,6 +242,18 @@ func dropParts(txn *badger.Txn, upload string, parts []Part) error {
 		}
 	}
 	return nil
+}
+
+// scanParts calls fn with the parts of upload in number order, until fn
+// returns an error (errStopScan to stop).
+func scanParts(txn *badger.Txn, upload string, fn func(Part) error) error {
+	return scanTxn(txn, partsPrefix(upload), func(_, v []byte) error {
+		var p Part
+		if err := json.Unmarshal(v, &p); err != nil {
+			return err
+		}
+		return fn(p)
+	})
 }
 
 // scanTxn calls fn for every row under prefix, in key order.
@@ -299,11 +304,7 @@ func (s *Store) EachPart(r UploadRef, fn func(Part) bool) error {
 		if err := getUpload(txn, r); err != nil {
 			return err
 		}
-		return scanTxn(txn, partsPrefix(r.ID), func(_, v []byte) error {
-			var p Part
-			if err := json.Unmarshal(v, &p); err != nil {
-				return err
-			}
+		return scanParts(txn, r.ID, func(p Part) error {
 			if !fn(p) {
 				return errStopScan
 			}
@@ -324,11 +325,7 @@ func (s *Store) Parts(r UploadRef) ([]Part, error) {
 		if err := getUpload(txn, r); err != nil {
 			return err
 		}
-		return scanTxn(txn, partsPrefix(r.ID), func(_, v []byte) error {
-			var p Part
-			if err := json.Unmarshal(v, &p); err != nil {
-				return err
-			}
+		return scanParts(txn, r.ID, func(p Part) error {
 			out = append(out, p)
 			return fillShards(txn, p.Chunks)
 		})
