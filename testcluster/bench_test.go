@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -262,8 +263,9 @@ func BenchmarkShare(b *testing.B) {
 	})
 }
 
-// BenchmarkSmall measures 4 KiB puts and gets one at a time through one
-// gateway: metadata round trips, not bytes, bound them.
+// BenchmarkSmall measures 4 KiB puts and gets through one gateway, one at
+// a time and eight at a time (as cmd/s3bench's c8): metadata round trips
+// and disk flushes, not bytes, bound them.
 func BenchmarkSmall(b *testing.B) {
 	_, cl := benchCluster(b)
 	data := randBytes(rand.New(rand.NewPCG(9, 9)), 4<<10)
@@ -277,6 +279,20 @@ func BenchmarkSmall(b *testing.B) {
 			}
 		}
 	})
+	// Concurrent puts can share raft appends and volume syncs.
+	b.Run("put-4KiB-c8", func(b *testing.B) {
+		b.SetParallelism((8 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		b.RunParallel(func(pb *testing.PB) {
+			data := bytes.Clone(data)
+			for pb.Next() {
+				stamp(data)
+				if _, err := cl.Put(context.Background(), bytes.NewReader(data)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
 	b.Run("get-4KiB", func(b *testing.B) {
 		for b.Loop() {
 			rc, err := cl.Get(context.Background(), id)
@@ -288,5 +304,23 @@ func BenchmarkSmall(b *testing.B) {
 			}
 			rc.Close()
 		}
+	})
+	b.Run("get-4KiB-c8", func(b *testing.B) {
+		b.SetParallelism((8 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				rc, err := cl.Get(context.Background(), id)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				n, err := io.Copy(io.Discard, rc)
+				rc.Close()
+				if err != nil || n != int64(len(data)) {
+					b.Errorf("read %d: %v", n, err)
+					return
+				}
+			}
+		})
 	})
 }
