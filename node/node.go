@@ -326,6 +326,7 @@ type Node struct {
 	repair       repairState
 	degraded     costly // degradedChunks
 	metrics      *metrics
+	readIndex    readIndexRounds // Sync's shared requests to the leader
 
 	scrubRepairs, scrubReclaimed atomic.Int64 // shards rebuilt / deleted by the scrubber
 
