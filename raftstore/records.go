@@ -242,9 +242,11 @@ type Command struct {
 // took a 9-shard PutBlob of about 7,000 chunks). A blob or object of more
 // chunks has its chunk list committed in segments (segments.go). A
 // command that still does not fit is rejected by every replica alike.
+// MaxCommandSize leaves room for raft's own fields so that an entry stays
+// under badger's value threshold (badgerOptions).
 const (
 	MaxChunksPerCommand = 4096
-	MaxCommandSize      = 1 << 20
+	MaxCommandSize      = 1<<20 - 4<<10
 )
 
 // chunks counts the chunk references c carries.

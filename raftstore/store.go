@@ -180,6 +180,11 @@ func (s *Store) start(opts Options, dir string) error {
 
 func badgerOptions(dir string) badger.Options {
 	// Tuned so nine nodes fit in one test process (shared/DEPS.md §4.4).
+	// NB: the value threshold is badger's most, 1 MiB, and no value we
+	// write reaches it (MaxCommandSize), so nothing lives in the value
+	// log: a value log is flushed apart from the WAL, and a power cut
+	// between the two would leave keys pointing at nothing
+	// (TestLargeValuesSurviveAPowerCut).
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(false). // NB: the log store syncs (logstore.go)
 		WithLogger(nil).
@@ -188,7 +193,7 @@ func badgerOptions(dir string) badger.Options {
 		WithBaseTableSize(2 << 20).WithBaseLevelSize(8 << 20).
 		WithBlockCacheSize(8 << 20).WithIndexCacheSize(4 << 20).
 		WithCompression(options.None).
-		WithValueLogFileSize(64 << 20).WithValueThreshold(64 << 10).
+		WithValueLogFileSize(64 << 20).WithValueThreshold(1 << 20).
 		WithNumCompactors(2).WithNumGoroutines(2).WithMetricsEnabled(false)
 }
 
