@@ -17,7 +17,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-func openFSM(t *testing.T) *fsm {
+func openFSM(t testing.TB) *fsm {
 	t.Helper()
 	db, err := badger.Open(badgerOptions(t.TempDir()))
 	if err != nil {
@@ -45,7 +45,7 @@ func TestApplyCoversEveryCommand(t *testing.T) {
 		ops++
 		var c Command
 		reflect.ValueOf(&c).Elem().Field(i).Set(reflect.New(field.Type.Elem()))
-		err := f.db.Update(func(txn *badger.Txn) error {
+		err := update(f.db, func(txn *tx) error {
 			if res := apply(txn, c); errors.Is(res.Err, errUnknownCommand) {
 				t.Errorf("Command.%s has no apply case", field.Name)
 			}
@@ -94,7 +94,7 @@ func TestUnapplicableEntriesAreRejected(t *testing.T) {
 		}
 	}
 	blobs := 0
-	f.db.View(func(txn *badger.Txn) error {
+	view(f.db, func(txn *tx) error {
 		return scanTxn(txn, blobKey(testBlob(1).ID)[:2], func(k, v []byte) error { blobs++; return nil })
 	})
 	if blobs != 0 {
@@ -124,7 +124,7 @@ func bigBlob(seed string, n int) Blob {
 func TestOversizedCommandsAreRejected(t *testing.T) {
 	fits := func(n int) bool {
 		f := openFSM(t)
-		err := f.db.Update(func(txn *badger.Txn) error { return apply(txn, PutBlobCommand(bigBlob("probe", n))).Err })
+		err := update(f.db, func(txn *tx) error { return apply(txn, PutBlobCommand(bigBlob("probe", n))).Err })
 		return err == nil
 	}
 	lo, hi := MaxChunksPerCommand, 4*MaxChunksPerCommand // lo fits, hi does not

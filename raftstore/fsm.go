@@ -60,7 +60,7 @@ func newFSM(db *badger.DB) (*fsm, error) {
 // loadApplied reads the applied index from the DB (at open, after a restore).
 func (f *fsm) loadApplied() error {
 	var idx uint64
-	err := f.db.View(func(txn *badger.Txn) (err error) {
+	err := view(f.db, func(txn *tx) (err error) {
 		idx, err = getUint64(txn, keyApplied)
 		return err
 	})
@@ -109,10 +109,10 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	var res applyResult
 	layoutChanged := false
-	markApplied := func(txn *badger.Txn) error {
+	markApplied := func(txn *tx) error {
 		return txn.Set(keyApplied, binary.BigEndian.AppendUint64(nil, l.Index))
 	}
-	err := update(f.db, func(txn *badger.Txn) (err error) {
+	err := update(f.db, func(txn *tx) (err error) {
 		applied, err := getUint64(txn, keyApplied)
 		if err != nil {
 			return err
@@ -160,7 +160,7 @@ func (f *fsm) doneApplying(idx uint64, layoutChanged bool, err error) {
 // entry holds, every replica reaches the same verdict: an entry that
 // cannot be applied is rejected (res.Err), never a panic (which would
 // recur on every replica and every replay).
-func applyEntry(txn *badger.Txn, l *raft.Log) (res applyResult, layoutChanged bool) {
+func applyEntry(txn *tx, l *raft.Log) (res applyResult, layoutChanged bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			res.Err = fmt.Errorf("raftstore: command at %d cannot be applied: %v", l.Index, p)
@@ -197,7 +197,7 @@ func (f *fsm) applyTogether(logs []*raft.Log) ([]any, bool) {
 	var out []any
 	var last uint64
 	layoutChanged := false
-	err := update(f.db, func(txn *badger.Txn) error {
+	err := update(f.db, func(txn *tx) error {
 		out, last, layoutChanged = make([]any, len(logs)), 0, false
 		applied, err := getUint64(txn, keyApplied)
 		if err != nil {
@@ -233,7 +233,7 @@ var errRejected = errors.New("command rejected")
 // apply executes one command. Domain errors (e.g. deleting an unknown blob)
 // are returned in the result, not as transaction errors. The switch covers
 // every operation of Command (TestApplyCoversEveryCommand).
-func apply(txn *badger.Txn, c Command) applyResult {
+func apply(txn *tx, c Command) applyResult {
 	if c.V > CommandVersion {
 		return applyResult{Err: fmt.Errorf("raftstore: command of version %d, this build knows up to %d", c.V, CommandVersion)}
 	}
@@ -304,7 +304,7 @@ func apply(txn *badger.Txn, c Command) applyResult {
 // a bug, caught by TestApplyCoversEveryCommand.
 var errUnknownCommand = errors.New("raftstore: command with no apply case")
 
-func applyPutBlob(txn *badger.Txn, b Blob) (*Blob, error) {
+func applyPutBlob(txn *tx, b Blob) (*Blob, error) {
 	var existing Blob
 	switch err := getJSON(txn, blobKey(b.ID), &existing); {
 	case err == nil:
@@ -323,7 +323,7 @@ func applyPutBlob(txn *badger.Txn, b Blob) (*Blob, error) {
 	return &b, setJSON(txn, blobKey(b.ID), rec)
 }
 
-func applyDeleteBlob(txn *badger.Txn, id blob.ID) error {
+func applyDeleteBlob(txn *tx, id blob.ID) error {
 	var b Blob
 	if err := getJSON(txn, blobKey(id), &b); err != nil {
 		return err
@@ -341,7 +341,7 @@ func applyDeleteBlob(txn *badger.Txn, id blob.ID) error {
 // object references a chunk once, however often it repeats). A chunk
 // written for this commit gets its record here; a Reused one must still
 // exist.
-func addRefs(txn *badger.Txn, cs []Chunk, k, m int) error {
+func addRefs(txn *tx, cs []Chunk, k, m int) error {
 	seen := map[blob.ID]bool{}
 	for _, c := range cs {
 		if seen[c.ID] {
@@ -375,7 +375,7 @@ func addRefs(txn *badger.Txn, cs []Chunk, k, m int) error {
 
 // dropRefs releases the references addRefs took; a chunk no longer
 // referenced is deleted (its shards become orphans the scrubbers reclaim).
-func dropRefs(txn *badger.Txn, cs []Chunk) error {
+func dropRefs(txn *tx, cs []Chunk) error {
 	seen := map[blob.ID]bool{}
 	for _, c := range cs {
 		if seen[c.ID] {
@@ -409,7 +409,7 @@ func withoutShards(cs []Chunk) []Chunk {
 	return out
 }
 
-func applyStageChunk(txn *badger.Txn, sc StagedChunk) error {
+func applyStageChunk(txn *tx, sc StagedChunk) error {
 	var cr chunkRecord
 	switch err := getJSON(txn, chunkKey(sc.ID), &cr); {
 	case errors.Is(err, blob.ErrNotFound):
@@ -435,21 +435,21 @@ func applyStageChunk(txn *badger.Txn, sc StagedChunk) error {
 	return setJSON(txn, chunkKey(sc.ID), cr)
 }
 
-func applyTouchStaged(txn *badger.Txn, ts TouchStaged) error {
+func applyTouchStaged(txn *tx, ts TouchStaged) error {
 	return unclaimedBefore(txn, ts.IDs, ts.At, func(id blob.ID, cr chunkRecord) error {
 		cr.Staged = ts.At.UnixNano()
 		return setJSON(txn, chunkKey(id), cr)
 	})
 }
 
-func applyDropStaged(txn *badger.Txn, d DropStaged) error {
+func applyDropStaged(txn *tx, d DropStaged) error {
 	return unclaimedBefore(txn, d.IDs, d.Before, func(id blob.ID, _ chunkRecord) error {
 		return dropChunk(txn, id)
 	})
 }
 
 // dropChunk deletes a chunk's record and the tenants' proofs of holding it.
-func dropChunk(txn *badger.Txn, id blob.ID) error {
+func dropChunk(txn *tx, id blob.ID) error {
 	if err := deletePrefix(txn, knownKey(id, "")); err != nil {
 		return err
 	}
@@ -458,7 +458,7 @@ func dropChunk(txn *badger.Txn, id blob.ID) error {
 
 // unclaimedBefore calls fn for each of ids that is a staged chunk no blob
 // or object references, last staged before t.
-func unclaimedBefore(txn *badger.Txn, ids []blob.ID, t time.Time, fn func(blob.ID, chunkRecord) error) error {
+func unclaimedBefore(txn *tx, ids []blob.ID, t time.Time, fn func(blob.ID, chunkRecord) error) error {
 	for _, id := range ids {
 		var cr chunkRecord
 		switch err := getJSON(txn, chunkKey(id), &cr); {
@@ -476,7 +476,7 @@ func unclaimedBefore(txn *badger.Txn, ids []blob.ID, t time.Time, fn func(blob.I
 	return nil
 }
 
-func applySetMember(txn *badger.Txn, m Member) error {
+func applySetMember(txn *tx, m Member) error {
 	var l Layout
 	if err := getJSON(txn, keyLayout, &l); err != nil && !errors.Is(err, blob.ErrNotFound) {
 		return err
@@ -498,7 +498,7 @@ func applySetMember(txn *badger.Txn, m Member) error {
 	return setJSON(txn, keyLayout, l)
 }
 
-func applyMoveShards(txn *badger.Txn, mv ShardMove) error {
+func applyMoveShards(txn *tx, mv ShardMove) error {
 	var cr chunkRecord
 	if err := getJSON(txn, chunkKey(mv.Chunk), &cr); err != nil {
 		return fmt.Errorf("chunk %s: %w", mv.Chunk, err)
@@ -510,7 +510,7 @@ func applyMoveShards(txn *badger.Txn, mv ShardMove) error {
 	return setJSON(txn, chunkKey(mv.Chunk), cr)
 }
 
-func applyRemoveMember(txn *badger.Txn, id blob.NodeID) error {
+func applyRemoveMember(txn *tx, id blob.NodeID) error {
 	var l Layout
 	if err := getJSON(txn, keyLayout, &l); err != nil {
 		return err
@@ -677,16 +677,8 @@ func readChunk(r *bufio.Reader) ([]byte, error) {
 }
 
 // update runs fn in a read-write transaction, retrying on conflicts.
-func update(db *badger.DB, fn func(*badger.Txn) error) error {
-	for {
-		err := db.Update(fn)
-		if !errors.Is(err, badger.ErrConflict) {
-			return err
-		}
-	}
-}
 
-func getUint64(txn *badger.Txn, k []byte) (uint64, error) {
+func getUint64(txn *tx, k []byte) (uint64, error) {
 	item, err := txn.Get(k)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return 0, nil
@@ -706,7 +698,7 @@ func getUint64(txn *badger.Txn, k []byte) (uint64, error) {
 }
 
 // getJSON reads k into v; a missing key yields blob.ErrNotFound.
-func getJSON(txn *badger.Txn, k []byte, v any) error {
+func getJSON(txn *tx, k []byte, v any) error {
 	item, err := txn.Get(k)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return blob.ErrNotFound
@@ -717,7 +709,7 @@ func getJSON(txn *badger.Txn, k []byte, v any) error {
 	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
 }
 
-func setJSON(txn *badger.Txn, k []byte, v any) error {
+func setJSON(txn *tx, k []byte, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

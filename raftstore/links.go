@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/atollstore/atoll/blob"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Link is a share link's record: the blob it opens and the envelope its
@@ -49,7 +48,7 @@ func DropLinksCommand(d DropLinks) Command { return Command{DropLinks: &d} }
 
 func linkKey(id string) []byte { return append([]byte{prefixFSM, 'L'}, id...) }
 
-func applyPutLink(txn *badger.Txn, l Link) error {
+func applyPutLink(txn *tx, l Link) error {
 	switch {
 	case l.ID == "" || len(l.ID) > 64:
 		return fmt.Errorf("%w: link ID of %d bytes", blob.ErrBadRequest, len(l.ID))
@@ -68,14 +67,14 @@ func applyPutLink(txn *badger.Txn, l Link) error {
 	return setJSON(txn, linkKey(l.ID), l)
 }
 
-func applyDeleteLink(txn *badger.Txn, id string) error {
+func applyDeleteLink(txn *tx, id string) error {
 	if err := getJSON(txn, linkKey(id), &Link{}); err != nil {
 		return fmt.Errorf("link %s: %w", id, err)
 	}
 	return txn.Delete(linkKey(id))
 }
 
-func applyDropLinks(txn *badger.Txn, d DropLinks) error {
+func applyDropLinks(txn *tx, d DropLinks) error {
 	for _, id := range d.IDs {
 		var l Link
 		switch err := getJSON(txn, linkKey(id), &l); {
@@ -97,7 +96,7 @@ func applyDropLinks(txn *badger.Txn, d DropLinks) error {
 // Link returns link id from the local replica, or blob.ErrNotFound.
 func (s *Store) Link(id string) (Link, error) {
 	var l Link
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, linkKey(id), &l) })
+	err := view(s.db, func(txn *tx) error { return getJSON(txn, linkKey(id), &l) })
 	return l, err
 }
 

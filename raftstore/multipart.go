@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/atollstore/atoll/blob"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Multipart uploads of the S3 API. Each uploaded part holds references on
@@ -101,14 +100,14 @@ type putPart struct {
 	Part Part `json:"part"`
 }
 
-func applyCreateUpload(txn *badger.Txn, u Upload) error {
+func applyCreateUpload(txn *tx, u Upload) error {
 	if err := getJSON(txn, bucketKey(u.Bucket), &Bucket{}); err != nil {
 		return bucketErr(u.Bucket, err)
 	}
 	return setJSON(txn, uploadKey(UploadRef{Bucket: u.Bucket, Key: u.Key, ID: u.ID}), u)
 }
 
-func getUpload(txn *badger.Txn, r UploadRef) error {
+func getUpload(txn *tx, r UploadRef) error {
 	if err := getJSON(txn, uploadKey(r), &Upload{}); err != nil {
 		if errors.Is(err, blob.ErrNotFound) {
 			return fmt.Errorf("%s: %w", r.ID, ErrNoSuchUpload)
@@ -118,7 +117,7 @@ func getUpload(txn *badger.Txn, r UploadRef) error {
 	return nil
 }
 
-func applyPutPart(txn *badger.Txn, pp putPart) error {
+func applyPutPart(txn *tx, pp putPart) error {
 	if err := getUpload(txn, pp.UploadRef); err != nil {
 		return err
 	}
@@ -131,7 +130,7 @@ func applyPutPart(txn *badger.Txn, pp putPart) error {
 	return setJSON(txn, partKey(pp.ID, p.Number), p)
 }
 
-func applyCompleteUpload(txn *badger.Txn, c CompleteUpload) error {
+func applyCompleteUpload(txn *tx, c CompleteUpload) error {
 	if err := getUpload(txn, c.UploadRef); err != nil {
 		return err
 	}
@@ -154,7 +153,7 @@ func releasedKey(upload string) []byte { return append([]byte{prefixFSM, 'X'}, u
 // SegmentChunks references (at least one), a transaction's worth.
 func DropPartsCommand(upload string) Command { return Command{DropParts: &upload} }
 
-func applyDropParts(txn *badger.Txn, upload string) error {
+func applyDropParts(txn *tx, upload string) error {
 	if _, err := txn.Get(releasedKey(upload)); err != nil {
 		return nil // done already
 	}
@@ -193,7 +192,7 @@ func (s *Store) ReleasedUploads() ([]string, error) {
 	return out, err
 }
 
-func applyAbortUpload(txn *badger.Txn, r UploadRef) error {
+func applyAbortUpload(txn *tx, r UploadRef) error {
 	if err := getUpload(txn, r); err != nil {
 		return err
 	}
@@ -204,7 +203,7 @@ func applyAbortUpload(txn *badger.Txn, r UploadRef) error {
 // afterwards (DropParts): an abort of any size fits one transaction.
 func ReleaseUploadCommand(r UploadRef) Command { return Command{ReleaseUpload: &r} }
 
-func applyReleaseUpload(txn *badger.Txn, r UploadRef) error {
+func applyReleaseUpload(txn *tx, r UploadRef) error {
 	if err := getUpload(txn, r); err != nil {
 		return err
 	}
@@ -212,7 +211,7 @@ func applyReleaseUpload(txn *badger.Txn, r UploadRef) error {
 }
 
 // releaseUpload deletes an upload, leaving its parts for DropParts.
-func releaseUpload(txn *badger.Txn, r UploadRef) error {
+func releaseUpload(txn *tx, r UploadRef) error {
 	if err := txn.Set(releasedKey(r.ID), nil); err != nil {
 		return err
 	}
@@ -220,7 +219,7 @@ func releaseUpload(txn *badger.Txn, r UploadRef) error {
 }
 
 // dropUpload releases every part's references and deletes the upload.
-func dropUpload(txn *badger.Txn, r UploadRef) error {
+func dropUpload(txn *tx, r UploadRef) error {
 	var parts []Part
 	if err := scanParts(txn, r.ID, func(p Part) error { parts = append(parts, p); return nil }); err != nil {
 		return err
@@ -232,7 +231,7 @@ func dropUpload(txn *badger.Txn, r UploadRef) error {
 }
 
 // dropParts releases the references of parts of upload and deletes them.
-func dropParts(txn *badger.Txn, upload string, parts []Part) error {
+func dropParts(txn *tx, upload string, parts []Part) error {
 	for _, p := range parts {
 		if err := dropContentRefs(txn, p.Chunks, p.Segments); err != nil {
 			return err
@@ -246,7 +245,7 @@ func dropParts(txn *badger.Txn, upload string, parts []Part) error {
 
 // scanParts calls fn with the parts of upload in number order, until fn
 // returns an error (errStopScan to stop).
-func scanParts(txn *badger.Txn, upload string, fn func(Part) error) error {
+func scanParts(txn *tx, upload string, fn func(Part) error) error {
 	return scanTxn(txn, partsPrefix(upload), func(_, v []byte) error {
 		var p Part
 		if err := json.Unmarshal(v, &p); err != nil {
@@ -257,21 +256,14 @@ func scanParts(txn *badger.Txn, upload string, fn func(Part) error) error {
 }
 
 // scanTxn calls fn for every row under prefix, in key order.
-func scanTxn(txn *badger.Txn, prefix []byte, fn func(k, v []byte) error) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
-	defer it.Close()
-	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-		if err := it.Item().Value(func(v []byte) error { return fn(it.Item().Key(), v) }); err != nil {
-			return err
-		}
-	}
-	return nil
+func scanTxn(txn *tx, prefix []byte, fn func(k, v []byte) error) error {
+	return txn.scan(prefix, nil, func(k, v []byte) (bool, error) { return true, fn(k, v) })
 }
 
 // Upload returns an upload in progress, or ErrNoSuchUpload.
 func (s *Store) Upload(r UploadRef) (Upload, error) {
 	var u Upload
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *tx) error {
 		if err := getUpload(txn, r); err != nil {
 			return err
 		}
@@ -300,7 +292,7 @@ func (s *Store) Uploads(bucket, prefix string) ([]Upload, error) {
 // their chunks' locations, until fn returns false: one part in memory at a
 // time, however many an upload has.
 func (s *Store) EachPart(r UploadRef, fn func(Part) bool) error {
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *tx) error {
 		if err := getUpload(txn, r); err != nil {
 			return err
 		}
@@ -321,7 +313,7 @@ func (s *Store) EachPart(r UploadRef, fn func(Part) bool) error {
 // chunks' locations.
 func (s *Store) Parts(r UploadRef) ([]Part, error) {
 	var out []Part
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *tx) error {
 		if err := getUpload(txn, r); err != nil {
 			return err
 		}

@@ -1,14 +1,12 @@
 package raftstore
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/atollstore/atoll/blob"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Buckets and objects of the S3 API. An object is a key naming content
@@ -115,7 +113,7 @@ func DeleteAccessKeyCommand(id string) Command { return Command{DeleteAccessKey:
 
 // Apply functions.
 
-func applyCreateBucket(txn *badger.Txn, b Bucket) error {
+func applyCreateBucket(txn *tx, b Bucket) error {
 	switch err := getJSON(txn, bucketKey(b.Name), &Bucket{}); {
 	case err == nil:
 		return fmt.Errorf("%s: %w", b.Name, ErrBucketExists)
@@ -125,7 +123,7 @@ func applyCreateBucket(txn *badger.Txn, b Bucket) error {
 	return setJSON(txn, bucketKey(b.Name), b)
 }
 
-func applyDeleteBucket(txn *badger.Txn, name string) error {
+func applyDeleteBucket(txn *tx, name string) error {
 	if err := getJSON(txn, bucketKey(name), &Bucket{}); err != nil {
 		return bucketErr(name, err)
 	}
@@ -135,7 +133,7 @@ func applyDeleteBucket(txn *badger.Txn, name string) error {
 	return txn.Delete(bucketKey(name))
 }
 
-func applyPutObject(txn *badger.Txn, o Object) error {
+func applyPutObject(txn *tx, o Object) error {
 	if err := getJSON(txn, bucketKey(o.Bucket), &Bucket{}); err != nil {
 		return bucketErr(o.Bucket, err)
 	}
@@ -150,7 +148,7 @@ func applyPutObject(txn *badger.Txn, o Object) error {
 // replaceRefs takes references on chunks for the record about to be
 // written at key, then releases those of the record it replaces (an
 // object, a part): chunks both share never drop to zero on the way.
-func replaceRefs(txn *badger.Txn, key []byte, chunks []Chunk, segs []Segment, k, m int) error {
+func replaceRefs(txn *tx, key []byte, chunks []Chunk, segs []Segment, k, m int) error {
 	if err := addContentRefs(txn, chunks, segs, k, m); err != nil {
 		return err
 	}
@@ -168,7 +166,7 @@ func replaceRefs(txn *badger.Txn, key []byte, chunks []Chunk, segs []Segment, k,
 	}
 }
 
-func applyDeleteObjects(txn *badger.Txn, d deleteObjects) error {
+func applyDeleteObjects(txn *tx, d deleteObjects) error {
 	if err := getJSON(txn, bucketKey(d.Bucket), &Bucket{}); err != nil {
 		return bucketErr(d.Bucket, err)
 	}
@@ -180,14 +178,14 @@ func applyDeleteObjects(txn *badger.Txn, d deleteObjects) error {
 	return nil
 }
 
-func applyDeleteObject(txn *badger.Txn, r ObjectRef) error {
+func applyDeleteObject(txn *tx, r ObjectRef) error {
 	if err := getJSON(txn, bucketKey(r.Bucket), &Bucket{}); err != nil {
 		return bucketErr(r.Bucket, err)
 	}
 	return deleteObject(txn, r)
 }
 
-func deleteObject(txn *badger.Txn, r ObjectRef) error {
+func deleteObject(txn *tx, r ObjectRef) error {
 	var old Object
 	switch err := getJSON(txn, objectKey(r.Bucket, r.Key), &old); {
 	case errors.Is(err, blob.ErrNotFound):
@@ -201,7 +199,7 @@ func deleteObject(txn *badger.Txn, r ObjectRef) error {
 	return txn.Delete(objectKey(r.Bucket, r.Key))
 }
 
-func applyPutAccessKey(txn *badger.Txn, k AccessKey) error {
+func applyPutAccessKey(txn *tx, k AccessKey) error {
 	switch err := getJSON(txn, accessKeyKey(k.ID), &AccessKey{}); {
 	case err == nil:
 		return fmt.Errorf("access key %s: %w", k.ID, blob.ErrExists)
@@ -211,7 +209,7 @@ func applyPutAccessKey(txn *badger.Txn, k AccessKey) error {
 	return setJSON(txn, accessKeyKey(k.ID), k)
 }
 
-func applyDeleteAccessKey(txn *badger.Txn, id string) error {
+func applyDeleteAccessKey(txn *tx, id string) error {
 	if err := getJSON(txn, accessKeyKey(id), &AccessKey{}); err != nil {
 		return fmt.Errorf("access key %s: %w", id, err)
 	}
@@ -230,7 +228,7 @@ func bucketErr(name string, err error) error {
 // Bucket returns bucket name, or ErrNoSuchBucket.
 func (s *Store) Bucket(name string) (Bucket, error) {
 	var b Bucket
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, bucketKey(name), &b) })
+	err := view(s.db, func(txn *tx) error { return getJSON(txn, bucketKey(name), &b) })
 	return b, bucketErr(name, err)
 }
 
@@ -250,7 +248,7 @@ func (s *Store) Buckets() ([]Bucket, error) {
 // ErrNoSuchBucket / ErrNoSuchKey.
 func (s *Store) Object(bucket, key string) (*Object, error) {
 	var o Object
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *tx) error {
 		if err := getJSON(txn, bucketKey(bucket), &Bucket{}); err != nil {
 			return bucketErr(bucket, err)
 		}
@@ -291,7 +289,7 @@ func (s *Store) Objects(bucket, prefix, after string, fn func(Object) bool) erro
 // AccessKey returns the access key id, or blob.ErrNotFound.
 func (s *Store) AccessKey(id string) (AccessKey, error) {
 	var k AccessKey
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, accessKeyKey(id), &k) })
+	err := view(s.db, func(txn *tx) error { return getJSON(txn, accessKeyKey(id), &k) })
 	return k, err
 }
 
@@ -310,28 +308,11 @@ func (s *Store) AccessKeys() ([]AccessKey, error) {
 // scan calls fn for every FSM row under prefix from start (or the start
 // of the prefix), in key order, until fn returns false or an error.
 func (s *Store) scan(prefix, start []byte, fn func(k, v []byte) (bool, error)) error {
-	if start == nil || bytes.Compare(start, prefix) < 0 {
-		start = prefix
-	}
-	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
-		defer it.Close()
-		for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
-			var more bool
-			err := it.Item().Value(func(v []byte) (err error) {
-				more, err = fn(it.Item().Key(), v)
-				return err
-			})
-			if err != nil || !more {
-				return err
-			}
-		}
-		return nil
-	})
+	return view(s.db, func(txn *tx) error { return txn.scan(prefix, start, fn) })
 }
 
 // fillShards sets the shard locations of cs from their chunk records.
-func fillShards(txn *badger.Txn, cs []Chunk) error {
+func fillShards(txn *tx, cs []Chunk) error {
 	for i, c := range cs {
 		var cr chunkRecord
 		if err := getJSON(txn, chunkKey(c.ID), &cr); err != nil {

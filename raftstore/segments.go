@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/atollstore/atoll/blob"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Segments. A command must apply in one metadata transaction, so a blob,
@@ -99,7 +98,7 @@ type segmentState struct {
 func segmentKey(id blob.ID) []byte      { return append([]byte{prefixFSM, 's'}, id[:]...) }
 func segmentStateKey(id blob.ID) []byte { return append([]byte{prefixFSM, 'S'}, id[:]...) }
 
-func applyStageSegment(txn *badger.Txn, s StagedSegment) error {
+func applyStageSegment(txn *tx, s StagedSegment) error {
 	if len(s.Chunks) == 0 || len(s.Chunks) > SegmentChunks || len(s.Renew) > MaxRenew {
 		return fmt.Errorf("%w: a segment of %d chunks (1 to %d) renewing %d (at most %d)", blob.ErrBadRequest, len(s.Chunks), SegmentChunks, len(s.Renew), MaxRenew)
 	}
@@ -156,7 +155,7 @@ func applyStageSegment(txn *badger.Txn, s StagedSegment) error {
 
 // updateSegment reads segment id's state, lets fn change it, and writes
 // it back if fn says so.
-func updateSegment(txn *badger.Txn, id blob.ID, fn func(*segmentState) bool) error {
+func updateSegment(txn *tx, id blob.ID, fn func(*segmentState) bool) error {
 	var st segmentState
 	if err := getJSON(txn, segmentStateKey(id), &st); err != nil {
 		return err
@@ -169,7 +168,7 @@ func updateSegment(txn *badger.Txn, id blob.ID, fn func(*segmentState) bool) err
 
 // addSegmentRefs takes one reference on each distinct segment of segs,
 // which must exist, each reference stating its segment's size.
-func addSegmentRefs(txn *badger.Txn, segs []Segment) error {
+func addSegmentRefs(txn *tx, segs []Segment) error {
 	if len(segs) > MaxSegments {
 		return fmt.Errorf("%w: %d segments; the limit is %d", blob.ErrTooLarge, len(segs), MaxSegments)
 	}
@@ -199,7 +198,7 @@ func addSegmentRefs(txn *badger.Txn, segs []Segment) error {
 
 // releaseSegments drops the references addSegmentRefs took. A segment
 // left unreferenced is dated 0, for the next sweep to drop.
-func releaseSegments(txn *badger.Txn, segs []Segment) error {
+func releaseSegments(txn *tx, segs []Segment) error {
 	seen := map[blob.ID]bool{}
 	for _, s := range segs {
 		if seen[s.ID] {
@@ -219,7 +218,7 @@ func releaseSegments(txn *badger.Txn, segs []Segment) error {
 	return nil
 }
 
-func applyDropSegments(txn *badger.Txn, d DropStaged) error {
+func applyDropSegments(txn *tx, d DropStaged) error {
 	for _, id := range d.IDs {
 		var st segmentState
 		switch err := getJSON(txn, segmentStateKey(id), &st); {
@@ -250,7 +249,7 @@ func applyDropSegments(txn *badger.Txn, d DropStaged) error {
 
 // addContentRefs takes the references of a content record: on its chunks
 // and on its segments.
-func addContentRefs(txn *badger.Txn, cs []Chunk, segs []Segment, k, m int) error {
+func addContentRefs(txn *tx, cs []Chunk, segs []Segment, k, m int) error {
 	if err := addRefs(txn, cs, k, m); err != nil {
 		return err
 	}
@@ -258,7 +257,7 @@ func addContentRefs(txn *badger.Txn, cs []Chunk, segs []Segment, k, m int) error
 }
 
 // dropContentRefs releases what addContentRefs took.
-func dropContentRefs(txn *badger.Txn, cs []Chunk, segs []Segment) error {
+func dropContentRefs(txn *tx, cs []Chunk, segs []Segment) error {
 	if err := dropRefs(txn, cs); err != nil {
 		return err
 	}
@@ -269,7 +268,7 @@ func dropContentRefs(txn *badger.Txn, cs []Chunk, segs []Segment) error {
 // locations, from the local replica, or blob.ErrNotFound.
 func (s *Store) Segment(id blob.ID) ([]Chunk, error) {
 	var cs []Chunk
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *tx) error {
 		if err := getJSON(txn, segmentKey(id), &cs); err != nil {
 			return fmt.Errorf("segment %s: %w", id, err)
 		}

@@ -163,7 +163,7 @@ func (s *Store) start(opts Options, dir string) error {
 	// The FSM is persistent and skips entries it already applied, so a
 	// restart need not reload the snapshot — unless a Restore was cut short.
 	restoring := false
-	s.db.View(func(txn *badger.Txn) error {
+	view(s.db, func(txn *tx) error {
 		_, err := txn.Get(keyRestoring)
 		restoring = err == nil
 		return nil
@@ -411,7 +411,7 @@ func DropStagedCommand(d DropStaged) Command { return Command{DropStaged: &d} }
 // from the local replica. An unknown ID yields blob.ErrNotFound.
 func (s *Store) Blob(id blob.ID) (*Blob, error) {
 	var b Blob
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *tx) error {
 		if err := getJSON(txn, blobKey(id), &b); err != nil {
 			return err
 		}
@@ -427,7 +427,7 @@ func (s *Store) Blob(id blob.ID) (*Blob, error) {
 // with its shard locations from the local replica, or blob.ErrNotFound.
 func (s *Store) Chunk(id blob.ID) (Chunk, error) {
 	var cr chunkRecord
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, chunkKey(id), &cr) })
+	err := view(s.db, func(txn *tx) error { return getJSON(txn, chunkKey(id), &cr) })
 	return cr.chunk(id), err
 }
 
@@ -440,22 +440,14 @@ func (s *Store) Chunks(fn func(Chunk, int, int) bool) error {
 }
 
 func (s *Store) scanChunks(fn func(blob.ID, chunkRecord) bool) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		p := []byte{prefixFSM, 'c'}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
-		defer it.Close()
-		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
-			var cr chunkRecord
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &cr) }); err != nil {
-				return err
-			}
-			var id blob.ID
-			copy(id[:], it.Item().Key()[2:])
-			if !fn(id, cr) {
-				return nil
-			}
+	return s.scan([]byte{prefixFSM, 'c'}, nil, func(k, v []byte) (bool, error) {
+		var cr chunkRecord
+		if err := json.Unmarshal(v, &cr); err != nil {
+			return false, err
 		}
-		return nil
+		var id blob.ID
+		copy(id[:], k[2:])
+		return fn(id, cr), nil
 	})
 }
 
@@ -463,7 +455,7 @@ func (s *Store) scanChunks(fn func(blob.ID, chunkRecord) bool) error {
 // yet, from the local replica.
 func (s *Store) Unclaimed(ids []blob.ID) ([]blob.ID, error) {
 	var out []blob.ID
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *tx) error {
 		for _, id := range ids {
 			var cr chunkRecord
 			switch err := getJSON(txn, chunkKey(id), &cr); {
@@ -494,19 +486,14 @@ func (s *Store) AbandonedChunks(t time.Time) ([]blob.ID, error) {
 
 // Stats counts the committed blobs and their logical bytes.
 func (s *Store) Stats() (blobs int, bytes int64, err error) {
-	err = s.db.View(func(txn *badger.Txn) error {
-		p := []byte{prefixFSM, 'b'}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
-		defer it.Close()
-		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
-			var b Blob
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &b) }); err != nil {
-				return err
-			}
-			blobs++
-			bytes += b.Size
+	err = s.scan([]byte{prefixFSM, 'b'}, nil, func(_, v []byte) (bool, error) {
+		var b Blob
+		if err := json.Unmarshal(v, &b); err != nil {
+			return false, err
 		}
-		return nil
+		blobs++
+		bytes += b.Size
+		return true, nil
 	})
 	return
 }
@@ -517,7 +504,7 @@ func (s *Store) Layout() (Layout, error) {
 	if ok {
 		return l, nil
 	}
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, keyLayout, &l) })
+	err := view(s.db, func(txn *tx) error { return getJSON(txn, keyLayout, &l) })
 	if errors.Is(err, blob.ErrNotFound) {
 		err = nil
 	}

@@ -55,7 +55,7 @@ func validTenant(t string) error {
 }
 
 // own records tenant as an owner of blob b and as holding its chunks.
-func own(txn *badger.Txn, b Blob, tenant string) error {
+func own(txn *tx, b Blob, tenant string) error {
 	if tenant == "" {
 		return nil
 	}
@@ -74,7 +74,7 @@ func own(txn *badger.Txn, b Blob, tenant string) error {
 }
 
 // deletePrefix deletes every FSM row under p.
-func deletePrefix(txn *badger.Txn, p []byte) error {
+func deletePrefix(txn *tx, p []byte) error {
 	var keys [][]byte
 	if err := scanTxn(txn, p, func(k, _ []byte) error { keys = append(keys, bytes.Clone(k)); return nil }); err != nil {
 		return err
@@ -87,7 +87,7 @@ func deletePrefix(txn *badger.Txn, p []byte) error {
 	return nil
 }
 
-func applyReleaseBlob(txn *badger.Txn, r ReleaseBlob) error {
+func applyReleaseBlob(txn *tx, r ReleaseBlob) error {
 	if _, err := txn.Get(ownerKey(r.ID, r.Owner)); err != nil {
 		return fmt.Errorf("blob %s of %s: %w", r.ID, r.Owner, blob.ErrNotFound)
 	}
@@ -101,11 +101,10 @@ func applyReleaseBlob(txn *badger.Txn, r ReleaseBlob) error {
 }
 
 // hasRows reports whether any FSM row lies under prefix p.
-func hasRows(txn *badger.Txn, p []byte) bool {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
-	defer it.Close()
-	it.Rewind()
-	return it.Valid()
+func hasRows(txn *tx, p []byte) bool {
+	found := false
+	txn.scan(p, nil, func(_, _ []byte) (bool, error) { found = true; return false, nil })
+	return found
 }
 
 // Owners returns the tenants owning blob id (none for a blob stored before
@@ -122,7 +121,7 @@ func (s *Store) Owners(id blob.ID) ([]string, error) {
 
 // Holds reports whether tenant has proven to hold chunk (sent its bytes).
 func (s *Store) Holds(tenant string, chunk blob.ID) (bool, error) {
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := view(s.db, func(txn *tx) error {
 		_, err := txn.Get(knownKey(chunk, tenant))
 		return err
 	})
