@@ -90,7 +90,7 @@ func (b *readIndexRounds) wait(ctx context.Context, fetch func() (uint64, error)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, r.err
+			return 0, fmt.Errorf("%w: no read index from the leader: %v", blob.ErrUnavailable, r.err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -73,8 +73,8 @@ func TestReadIndexRoundErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	noLeader := func() (uint64, error) { return 0, raftstore.ErrNotLeader }
-	if _, err := b.wait(ctx, noLeader); !errors.Is(err, raftstore.ErrNotLeader) {
-		t.Fatalf("no leader until the caller's deadline: got %v", err)
+	if _, err := b.wait(ctx, noLeader); !errors.Is(err, blob.ErrUnavailable) {
+		t.Fatalf("no leader until the caller's deadline: got %v, want ErrUnavailable", err)
 	}
 
 	release := make(chan struct{})
