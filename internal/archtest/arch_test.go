@@ -45,6 +45,7 @@ var allowed = map[string][]string{
 var owners = map[string][]string{
 	"github.com/hashicorp/raft":             {"raftstore"},
 	"github.com/dgraph-io/badger/v4":        {"raftstore"},
+	"github.com/google/btree":               {"raftstore"},
 	"github.com/hashicorp/memberlist":       {"node"},
 	"github.com/klauspost/reedsolomon":      {"erasure"},
 	"github.com/PlakarKorp/go-cdc-chunkers": {"client"},
