@@ -95,7 +95,7 @@ func TestUnapplicableEntriesAreRejected(t *testing.T) {
 	}
 	blobs := 0
 	view(f.db, func(txn *tx) error {
-		return scanTxn(txn, blobKey(testBlob(1).ID)[:2], func(k, v []byte) error { blobs++; return nil })
+		return txn.scan(blobKey(testBlob(1).ID)[:2], nil, func(_, _ []byte) (bool, error) { blobs++; return true, nil })
 	})
 	if blobs != 0 {
 		t.Fatalf("rejected entries left %d blob records", blobs)

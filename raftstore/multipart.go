@@ -158,28 +158,26 @@ func applyDropParts(txn *tx, upload string) error {
 		return nil // done already
 	}
 	var parts []Part
-	refs := 0
-	err := scanParts(txn, upload, func(p Part) error {
+	refs, more := 0, false
+	err := scanParts(txn, upload, func(p Part) (bool, error) {
 		if len(parts) > 0 && refs >= SegmentChunks {
-			return errStopScan
+			more = true
+			return false, nil
 		}
 		parts, refs = append(parts, p), refs+len(p.Chunks)+len(p.Segments)
-		return nil
+		return true, nil
 	})
-	if err != nil && !errors.Is(err, errStopScan) {
+	if err != nil {
 		return err
 	}
 	if err := dropParts(txn, upload, parts); err != nil {
 		return err
 	}
-	if !errors.Is(err, errStopScan) {
+	if !more {
 		return txn.Delete(releasedKey(upload)) // that was the last batch
 	}
 	return nil
 }
-
-// errStopScan ends a scanTxn early.
-var errStopScan = errors.New("stop")
 
 // ReleasedUploads returns the released uploads whose parts are still to
 // be dropped (DropParts), from the local replica.
@@ -221,7 +219,7 @@ func releaseUpload(txn *tx, r UploadRef) error {
 // dropUpload releases every part's references and deletes the upload.
 func dropUpload(txn *tx, r UploadRef) error {
 	var parts []Part
-	if err := scanParts(txn, r.ID, func(p Part) error { parts = append(parts, p); return nil }); err != nil {
+	if err := scanParts(txn, r.ID, func(p Part) (bool, error) { parts = append(parts, p); return true, nil }); err != nil {
 		return err
 	}
 	if err := dropParts(txn, r.ID, parts); err != nil {
@@ -244,20 +242,15 @@ func dropParts(txn *tx, upload string, parts []Part) error {
 }
 
 // scanParts calls fn with the parts of upload in number order, until fn
-// returns an error (errStopScan to stop).
-func scanParts(txn *tx, upload string, fn func(Part) error) error {
-	return scanTxn(txn, partsPrefix(upload), func(_, v []byte) error {
+// returns false or an error.
+func scanParts(txn *tx, upload string, fn func(Part) (bool, error)) error {
+	return txn.scan(partsPrefix(upload), nil, func(_, v []byte) (bool, error) {
 		var p Part
 		if err := json.Unmarshal(v, &p); err != nil {
-			return err
+			return false, err
 		}
 		return fn(p)
 	})
-}
-
-// scanTxn calls fn for every row under prefix, in key order.
-func scanTxn(txn *tx, prefix []byte, fn func(k, v []byte) error) error {
-	return txn.scan(prefix, nil, func(k, v []byte) (bool, error) { return true, fn(k, v) })
 }
 
 // Upload returns an upload in progress, or ErrNoSuchUpload.
@@ -292,21 +285,12 @@ func (s *Store) Uploads(bucket, prefix string) ([]Upload, error) {
 // their chunks' locations, until fn returns false: one part in memory at a
 // time, however many an upload has.
 func (s *Store) EachPart(r UploadRef, fn func(Part) bool) error {
-	err := view(s.db, func(txn *tx) error {
+	return view(s.db, func(txn *tx) error {
 		if err := getUpload(txn, r); err != nil {
 			return err
 		}
-		return scanParts(txn, r.ID, func(p Part) error {
-			if !fn(p) {
-				return errStopScan
-			}
-			return nil
-		})
+		return scanParts(txn, r.ID, func(p Part) (bool, error) { return fn(p), nil })
 	})
-	if errors.Is(err, errStopScan) {
-		return nil
-	}
-	return err
 }
 
 // Parts returns the parts of an upload in number order, with their
@@ -317,9 +301,9 @@ func (s *Store) Parts(r UploadRef) ([]Part, error) {
 		if err := getUpload(txn, r); err != nil {
 			return err
 		}
-		return scanParts(txn, r.ID, func(p Part) error {
+		return scanParts(txn, r.ID, func(p Part) (bool, error) {
 			out = append(out, p)
-			return fillShards(txn, p.Chunks)
+			return true, fillShards(txn, p.Chunks)
 		})
 	})
 	return out, err

@@ -76,7 +76,7 @@ func own(txn *tx, b Blob, tenant string) error {
 // deletePrefix deletes every FSM row under p.
 func deletePrefix(txn *tx, p []byte) error {
 	var keys [][]byte
-	if err := scanTxn(txn, p, func(k, _ []byte) error { keys = append(keys, bytes.Clone(k)); return nil }); err != nil {
+	if err := txn.scan(p, nil, func(k, _ []byte) (bool, error) { keys = append(keys, bytes.Clone(k)); return true, nil }); err != nil {
 		return err
 	}
 	for _, k := range keys {
